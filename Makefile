@@ -1,0 +1,75 @@
+# llm-gateway: model-aware load balancing inside Envoy.
+#   make demo      build everything, start simulated pods + collector + Envoy, show live routing
+#   make test      every test layer (installs what it needs first)
+# See README.md for the layers and how to run one alone.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+WASM := target/gateway_filter.wasm
+REQUESTS ?= 0
+export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
+export LLMGW_VENV := $(CURDIR)/$(VENV)
+
+.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e lint fmt \
+        demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm clean
+
+setup:
+	@./scripts/setup.sh
+
+native:
+	$(CARGO) build --workspace --bins
+
+build: setup native wasm
+
+wasm: setup
+	@./scripts/build-wasm.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+# Layer 1: unit tests of every crate's logic (native), including the simulator's
+# HTTP tests and the collector's end-to-end test against simulated pods.
+test-unit: setup native
+	$(CARGO) test --workspace --exclude integration
+
+# Layer 1b: the filter's pure logic compiled to wasm32 and run under node.
+test-wasm32: setup
+	@./scripts/test-wasm32.sh
+
+# Layer 2: the real .wasm in a wasmtime proxy-wasm host with stateful fakes.
+test-wasm-host: wasm
+	$(CARGO) test -p integration --test 'wasm_host*'
+
+# Layer 3: through a real Envoy 1.40 with the collector and simulated pods.
+test-e2e: wasm native
+	$(CARGO) test -p integration --test 'envoy_*' -- --test-threads=1
+
+test: setup lint test-unit test-wasm32 test-wasm-host test-e2e
+
+demo: build
+	@./scripts/demo.sh $(REQUESTS)
+
+bench-routing:
+	$(CARGO) run --release -p routing-bench --bin bench-routing
+
+bench-collector: setup
+	$(CARGO) build --release -p vllm-sim -p sidecar-collector
+	@./scripts/bench-collector.sh
+
+bench-wasm: wasm
+	$(CARGO) run --release -p integration --bin bench-wasm
+
+bench-overhead: wasm
+	$(CARGO) build --release -p integration --bins
+	@./scripts/bench-overhead.sh
+
+bench-e2e: build
+	@./scripts/bench-e2e.sh
+
+clean:
+	$(CARGO) clean
