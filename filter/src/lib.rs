@@ -2,13 +2,18 @@
 //! endpoint of an InferencePool for every request, from pool state the
 //! sidecar-collector streams in.
 //!
-//! Only [`host`] (feature `envoy`, on by default) talks to proxy-wasm. Every
+//! Only `host` (feature `envoy`, on by default) talks to proxy-wasm. Every
 //! other module is plain Rust that builds natively and for wasm32 without host
 //! imports, so the routing benchmark links the very same picking code and the
 //! logic tests also run under node.
 
+pub mod config;
+pub mod errors;
+pub mod inflight;
 pub mod prefix;
 pub mod priority;
 pub mod random;
+pub mod request;
+pub mod rewrite;
 pub mod scheduling;
 pub mod state;

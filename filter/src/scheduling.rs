@@ -629,8 +629,10 @@ mod tests {
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn weights_are_validated() {
         assert!(ScorerWeights::default().validate().is_ok());
-        let mut w = ScorerWeights::default();
-        w.queue = -1.0;
+        let mut w = ScorerWeights {
+            queue: -1.0,
+            ..Default::default()
+        };
         assert!(w.validate().is_err());
         w.queue = f64::INFINITY;
         assert!(w.validate().is_err());
