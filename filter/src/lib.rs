@@ -8,8 +8,10 @@
 //! logic tests also run under node.
 
 pub mod config;
+pub mod decision;
 pub mod errors;
 pub mod inflight;
+pub mod lease;
 pub mod prefix;
 pub mod priority;
 pub mod random;
@@ -17,3 +19,7 @@ pub mod request;
 pub mod rewrite;
 pub mod scheduling;
 pub mod state;
+pub mod stats;
+
+#[cfg(feature = "envoy")]
+mod host;

@@ -1,0 +1,411 @@
+//! One request's routing decision, end to end but without the host: body →
+//! pool → state freshness and failure mode → model rewrite → priority and
+//! shedding → pick. The host feeds it what it read from Envoy and applies the
+//! result (headers, body, local reply, stats).
+
+use crate::config::PluginConfig;
+use crate::errors::GatewayError;
+use crate::random::Draws;
+use crate::request::{parse_request, rewrite_model};
+use crate::rewrite::choose_target;
+use crate::scheduling::{RequestFeatures, Scheduler};
+use crate::state::{PoolFailureMode, PoolView, StateView};
+use crate::{priority::RequestPriority, stats};
+
+/// What the host read for this request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// `xds.cluster_name`: the cluster Envoy routed to (weighted clusters
+    /// already applied).
+    pub cluster: Option<&'a str>,
+    /// `x-gateway-inference-objective`.
+    pub objective: Option<&'a str>,
+    /// The decoded pool state and its age, if any has arrived.
+    pub state: Option<(&'a StateView, u32)>,
+}
+
+/// A routed request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub pool: String,
+    /// `ip:port` for `x-gateway-destination-endpoint`.
+    pub endpoint: String,
+    /// The model the client asked for (`None` for body-less requests).
+    pub public_model: Option<String>,
+    /// The model sent upstream.
+    pub target_model: Option<String>,
+    /// The rewritten body when the model changed.
+    pub new_body: Option<Vec<u8>>,
+    pub stream: bool,
+    /// Picked under FailOpen without usable state.
+    pub fail_open: bool,
+    pub prefix_owner: bool,
+    /// Stat labels (bounded: unknown models are `other`).
+    pub model_label: String,
+    pub target_label: String,
+}
+
+/// A request answered locally, with the pool when it was known (for stats).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub error: GatewayError,
+    pub pool: Option<String>,
+}
+
+impl Rejection {
+    fn new(error: GatewayError, pool: Option<&str>) -> Self {
+        Rejection {
+            error,
+            pool: pool.map(str::to_owned),
+        }
+    }
+}
+
+/// Decides where a request goes. `body` is `None` for requests without one
+/// (e.g. `GET /v1/models`), which are balanced by load alone. `inflight`
+/// returns this Envoy's in-flight counts aligned with the pool's endpoints.
+pub fn decide(
+    config: &PluginConfig,
+    scheduler: &Scheduler,
+    ctx: RequestContext<'_>,
+    body: Option<&[u8]>,
+    inflight: impl FnOnce(&PoolView) -> Vec<u32>,
+    draws: &mut Draws,
+) -> Result<Decision, Rejection> {
+    if let Some(body) = body {
+        if body.len() as u64 > config.max_body_bytes {
+            return Err(Rejection::new(
+                GatewayError::body_too_large(config.max_body_bytes),
+                None,
+            ));
+        }
+    }
+    let parsed = body
+        .map(parse_request)
+        .transpose()
+        .map_err(|e| Rejection::new(e.into(), None))?;
+    let cluster = ctx.cluster.ok_or_else(|| {
+        Rejection::new(
+            GatewayError::unavailable(
+                "no_cluster",
+                "the route has no upstream cluster for the gateway to pick in",
+            ),
+            None,
+        )
+    })?;
+    let pool_name = config.pool_for_cluster(cluster);
+    let Some((state, age_ms)) = ctx.state else {
+        return Err(Rejection::new(
+            GatewayError::unavailable("no_state", "no pool state received from the collector yet"),
+            Some(pool_name),
+        ));
+    };
+    let Some(pool) = state.pool(pool_name) else {
+        return Err(Rejection::new(
+            GatewayError::unavailable(
+                "unknown_pool",
+                format!("cluster {cluster:?} maps to pool {pool_name:?}, which the collector does not know"),
+            ),
+            Some(pool_name),
+        ));
+    };
+
+    let public_model = parsed.as_ref().map(|p| p.model.as_str());
+    let choice = public_model.map(|m| choose_target(pool, m, draws.next_u64()));
+    let target_model = choice.as_ref().map(|c| c.target_model.clone());
+    let stale = age_ms > config.state_timeout_ms;
+    let counts = inflight(pool);
+
+    let (pick, fail_open) = if stale {
+        if pool.failure_mode == PoolFailureMode::FailClose {
+            return Err(Rejection::new(
+                GatewayError::unavailable(
+                    "stale_state",
+                    format!("pool state is {age_ms} ms old and pool {pool_name:?} fails closed"),
+                ),
+                Some(pool_name),
+            ));
+        }
+        (
+            scheduler.pick_fail_open(pool, &counts, draws.next_u64()),
+            true,
+        )
+    } else {
+        let priority =
+            RequestPriority::resolve(pool, ctx.objective, choice.as_ref().and_then(|c| c.rule));
+        if priority.is_sheddable() {
+            let saturation = scheduler.config().saturation.pool_saturation(
+                pool,
+                age_ms,
+                scheduler.config().metrics_stale_ms,
+            );
+            if saturation >= 1.0 {
+                return Err(Rejection::new(GatewayError::shed(), Some(pool_name)));
+            }
+        }
+        let prompt = match (&parsed, body) {
+            (Some(p), Some(b)) => p.prompt(b),
+            _ => &[],
+        };
+        let features = RequestFeatures::new(
+            pool,
+            target_model.as_deref().unwrap_or_default(),
+            prompt,
+            &scheduler.config().prefix,
+        );
+        (
+            scheduler.pick(pool, &features, &counts, age_ms, draws.next_u64()),
+            false,
+        )
+    };
+    let pick = pick.map_err(|e| {
+        Rejection::new(
+            GatewayError::unavailable("no_endpoint", format!("pool {pool_name:?}: {}", e.reason())),
+            Some(pool_name),
+        )
+    })?;
+    let endpoint = pool
+        .endpoints
+        .get(pick.endpoint)
+        .map(|e| e.address.clone())
+        .ok_or_else(|| {
+            Rejection::new(
+                GatewayError::unavailable(
+                    "no_endpoint",
+                    format!("pool {pool_name:?}: no endpoint"),
+                ),
+                Some(pool_name),
+            )
+        })?;
+
+    let new_body = match (&parsed, body, &choice) {
+        (Some(p), Some(b), Some(c)) if c.rewritten(&p.model) => {
+            Some(rewrite_model(b, &p.model_span, &c.target_model))
+        }
+        _ => None,
+    };
+    Ok(Decision {
+        pool: pool_name.to_owned(),
+        endpoint,
+        model_label: public_model
+            .map_or_else(|| "none".into(), |m| stats::model_label(Some(pool), m)),
+        target_label: target_model
+            .as_deref()
+            .map_or_else(|| "none".into(), |m| stats::model_label(Some(pool), m)),
+        public_model: public_model.map(str::to_owned),
+        target_model,
+        new_body,
+        stream: parsed.as_ref().is_some_and(|p| p.stream),
+        fail_open,
+        prefix_owner: pick.prefix_owner,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::parse_request;
+    use crate::state::tests::{endpoint, pool};
+    use pool_state::{FailureMode, ModelRule, Objective, Snapshot, WeightedTarget};
+
+    fn state(failure_mode: FailureMode) -> StateView {
+        let mut p = pool(
+            "llm",
+            vec![
+                endpoint("10.0.0.1:8000", 0, 0.1),
+                endpoint("10.0.0.2:8000", 2, 0.4),
+            ],
+        );
+        p.failure_mode = failure_mode as i32;
+        p.model_rules = vec![ModelRule {
+            model: "travelhelper".into(),
+            targets: vec![
+                WeightedTarget {
+                    model: "travel-helper-v1".into(),
+                    weight: 90,
+                },
+                WeightedTarget {
+                    model: "travel-helper-v2".into(),
+                    weight: 10,
+                },
+            ],
+            ..Default::default()
+        }];
+        p.objectives = vec![Objective {
+            name: "batch".into(),
+            priority: -1,
+        }];
+        StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![p],
+                ..Default::default()
+            },
+            1,
+        )
+    }
+
+    fn run(
+        state: Option<(&StateView, u32)>,
+        cluster: &str,
+        objective: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> Result<Decision, Rejection> {
+        let config = PluginConfig::parse(br#"{"cluster_pools":{"pool-cluster":"llm"}}"#).unwrap();
+        let scheduler = Scheduler::new(config.scheduler_config());
+        let ctx = RequestContext {
+            cluster: Some(cluster),
+            objective,
+            state,
+        };
+        decide(
+            &config,
+            &scheduler,
+            ctx,
+            body,
+            |p| vec![0; p.endpoints.len()],
+            &mut Draws::new(3),
+        )
+    }
+
+    const BODY: &[u8] =
+        br#"{"model":"travelhelper","temperature":0,"messages":[{"role":"user","content":"hi"}]}"#;
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn routes_rewrites_and_labels() {
+        let s = state(FailureMode::FailClose);
+        let d = run(Some((&s, 10)), "pool-cluster", None, Some(BODY)).unwrap();
+        assert_eq!(d.pool, "llm");
+        assert_eq!(d.endpoint, "10.0.0.1:8000");
+        assert_eq!(d.public_model.as_deref(), Some("travelhelper"));
+        let target = d.target_model.clone().unwrap();
+        assert!(target.starts_with("travel-helper-v"));
+        let new_body = d.new_body.unwrap();
+        assert_eq!(parse_request(&new_body).unwrap().model, target);
+        assert_eq!(
+            new_body.len(),
+            BODY.len() + target.len() - "travelhelper".len()
+        );
+        assert_eq!(
+            (d.model_label.as_str(), d.target_label.as_str()),
+            ("travelhelper", target.as_str())
+        );
+        assert!(!d.fail_open && !d.stream);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn unmatched_model_passes_unchanged_and_bodiless_requests_route_by_load() {
+        let s = state(FailureMode::FailClose);
+        let d = run(
+            Some((&s, 10)),
+            "llm",
+            None,
+            Some(br#"{"model":"base","prompt":"x"}"#),
+        )
+        .unwrap();
+        assert_eq!((d.new_body, d.model_label.as_str()), (None, "other"));
+        let d = run(Some((&s, 10)), "llm", None, None).unwrap();
+        assert_eq!(
+            (d.endpoint.as_str(), d.public_model),
+            ("10.0.0.1:8000", None)
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn rejections_carry_status_and_reason() {
+        let s = state(FailureMode::FailClose);
+        let status = |r: Result<Decision, Rejection>| {
+            r.map(|_| ()).map_err(|e| (e.error.status, e.error.reason))
+        };
+        assert_eq!(
+            status(run(Some((&s, 10)), "llm", None, Some(b"{"))),
+            Err((400, "invalid_json"))
+        );
+        assert_eq!(
+            status(run(Some((&s, 10)), "llm", None, Some(b""))),
+            Err((400, "empty_body"))
+        );
+        assert_eq!(
+            status(run(Some((&s, 10)), "nope", None, Some(BODY))),
+            Err((503, "unknown_pool"))
+        );
+        assert_eq!(
+            status(run(None, "llm", None, Some(BODY))),
+            Err((503, "no_state"))
+        );
+        assert_eq!(
+            status(run(Some((&s, 10_000)), "llm", None, Some(BODY))),
+            Err((503, "stale_state"))
+        );
+        let big = vec![b' '; 21 * 1024 * 1024];
+        assert_eq!(
+            status(run(Some((&s, 10)), "llm", None, Some(&big))),
+            Err((413, "body_too_large"))
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn fail_open_serves_from_stale_state() {
+        let s = state(FailureMode::FailOpen);
+        let d = run(Some((&s, 60_000)), "llm", None, Some(BODY)).unwrap();
+        assert!(d.fail_open);
+        assert!(d.endpoint.starts_with("10.0.0."));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn sheddable_requests_are_shed_only_when_saturated() {
+        let mut s = state(FailureMode::FailClose);
+        assert!(run(Some((&s, 10)), "llm", Some("batch"), Some(BODY)).is_ok());
+        let snapshot = Snapshot {
+            pools: vec![pool(
+                "llm",
+                vec![
+                    endpoint("10.0.0.1:8000", 9, 0.1),
+                    endpoint("10.0.0.2:8000", 7, 0.9),
+                ],
+            )],
+            ..Default::default()
+        };
+        let mut p = snapshot.pools[0].clone();
+        p.objectives = vec![Objective {
+            name: "batch".into(),
+            priority: -1,
+        }];
+        s = StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![p],
+                ..Default::default()
+            },
+            2,
+        );
+        let shed = run(Some((&s, 10)), "llm", Some("batch"), Some(BODY)).unwrap_err();
+        assert_eq!(
+            (shed.error.status, shed.pool.as_deref()),
+            (429, Some("llm"))
+        );
+        assert!(
+            run(Some((&s, 10)), "llm", None, Some(BODY)).is_ok(),
+            "standard requests still go"
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn no_ready_endpoint_is_503() {
+        let mut e = endpoint("10.0.0.1:8000", 0, 0.0);
+        e.ready = false;
+        let s = StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![pool("llm", vec![e])],
+                ..Default::default()
+            },
+            1,
+        );
+        let r = run(Some((&s, 10)), "llm", None, Some(BODY)).unwrap_err();
+        assert_eq!((r.error.status, r.error.reason), (503, "no_endpoint"));
+    }
+}

@@ -1,0 +1,367 @@
+//! The per-request HTTP context: strip client control headers, buffer the
+//! body, let `decision::decide` route it, apply the result; on the way back,
+//! optionally restore the public model name and always release the in-flight
+//! count.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext};
+use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
+
+use crate::decision::{decide, Decision, Rejection, RequestContext};
+use crate::errors::GatewayError;
+use crate::inflight::{self, InflightTable};
+use crate::random::Draws;
+use crate::request::{find_response_model, rewrite_model};
+use crate::stats;
+
+use super::worker::Worker;
+use super::{log, now_ms, now_nanos, shared};
+
+/// Header that carries the pick to the ORIGINAL_DST cluster.
+pub(crate) const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
+pub(crate) const OBJECTIVE_HEADER: &str = "x-gateway-inference-objective";
+pub(crate) const TARGET_MODEL_HEADER: &str = "x-gateway-target-model";
+pub(crate) const POOL_HEADER: &str = "x-gateway-pool";
+/// Headers only the gateway may set; client values are removed.
+const CONTROL_HEADERS: [&str; 3] = [DESTINATION_HEADER, TARGET_MODEL_HEADER, POOL_HEADER];
+
+/// Responses larger than this are passed on without restoring the model name.
+const MAX_RESPONSE_REWRITE_BYTES: usize = 4 * 1024 * 1024;
+
+enum ResponseMode {
+    PassThrough,
+    /// Put `public` back where the pod answered with `served`.
+    RestoreModel {
+        served: String,
+        public: String,
+    },
+}
+
+pub(crate) struct GatewayHttp {
+    context_id: u32,
+    worker: Option<Rc<Worker>>,
+    /// Set once a local reply was sent, so later callbacks do nothing.
+    replied: bool,
+    /// (shared-data key, endpoint) to decrement when the request ends.
+    inflight: Option<(String, String)>,
+    response: ResponseMode,
+    last_body_size: usize,
+}
+
+impl GatewayHttp {
+    pub fn new(context_id: u32, worker: Option<Rc<Worker>>) -> Self {
+        GatewayHttp {
+            context_id,
+            worker,
+            replied: false,
+            inflight: None,
+            response: ResponseMode::PassThrough,
+            last_body_size: 0,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+            .ok()
+            .flatten()
+    }
+
+    fn set_header(&self, name: &str, value: Option<&str>) {
+        if let Err(status) = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value) {
+            log(
+                LogLevel::Warn,
+                &format!("llmgw: setting header {name}: {status:?}"),
+            );
+        }
+    }
+
+    fn reply(&mut self, error: &GatewayError) -> Action {
+        self.replied = true;
+        if let Some(worker) = &self.worker {
+            worker
+                .metrics
+                .borrow_mut()
+                .increment(stats::errors(error.reason));
+        }
+        let body = error.body();
+        let headers = vec![
+            ("content-type", "application/json"),
+            ("x-gateway-error", error.reason),
+        ];
+        if let Err(status) = hostcalls::send_http_response(error.status, headers, Some(&body)) {
+            log(
+                LogLevel::Error,
+                &format!("llmgw: sending local reply: {status:?}"),
+            );
+        }
+        Action::Pause
+    }
+
+    fn route(&mut self, body: Option<&[u8]>) -> Action {
+        let started = now_nanos();
+        let Some(worker) = self.worker.clone() else {
+            return self.reply(&GatewayError::unavailable(
+                "not_configured",
+                "the gateway filter is not configured",
+            ));
+        };
+        let cluster = hostcalls::get_property(vec!["xds", "cluster_name"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok());
+        let objective = self.header(OBJECTIVE_HEADER);
+        let request_id = self.header("x-request-id").unwrap_or_default();
+        let now = now_ms();
+        let current = worker.current_state(now);
+        let ctx = RequestContext {
+            cluster: cluster.as_deref(),
+            objective: objective.as_deref(),
+            state: current.as_ref().map(|c| (c.view.as_ref(), c.age_ms)),
+        };
+        let key_prefix = worker.config.key_prefix.clone();
+        let mut draws = Draws::for_request(request_id.as_bytes(), started, self.context_id);
+        let outcome = decide(
+            &worker.config,
+            &worker.scheduler,
+            ctx,
+            body,
+            |pool| {
+                let table = shared::read(&inflight::shared_key(&key_prefix, &pool.name))
+                    .map(|b| InflightTable::decode(&b))
+                    .unwrap_or_default();
+                table.counts_for(pool)
+            },
+            &mut draws,
+        );
+        let action = match outcome {
+            Ok(decision) => self.apply(&worker, decision, body),
+            Err(rejection) => self.reject(&worker, rejection),
+        };
+        let elapsed_us = now_nanos().saturating_sub(started) / 1_000;
+        worker
+            .metrics
+            .borrow_mut()
+            .record(stats::DECISION_TIME_US.to_string(), elapsed_us);
+        action
+    }
+
+    fn reject(&mut self, worker: &Worker, rejection: Rejection) -> Action {
+        if rejection.error.status == 429 {
+            if let Some(pool) = &rejection.pool {
+                worker
+                    .metrics
+                    .borrow_mut()
+                    .increment(stats::per_pool(stats::SHED_TOTAL, pool));
+            }
+        }
+        if rejection.error.status >= 500 {
+            log(
+                LogLevel::Warn,
+                &format!(
+                    "llmgw: {}: {}",
+                    rejection.error.reason, rejection.error.message
+                ),
+            );
+        }
+        self.reply(&rejection.error)
+    }
+
+    fn apply(&mut self, worker: &Worker, decision: Decision, body: Option<&[u8]>) -> Action {
+        if let (Some(new_body), Some(old)) = (&decision.new_body, body) {
+            if let Err(status) =
+                hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old.len(), new_body)
+            {
+                log(
+                    LogLevel::Error,
+                    &format!("llmgw: rewriting the request body: {status:?}"),
+                );
+                return self.reply(&GatewayError::unavailable(
+                    "rewrite_failed",
+                    "the gateway could not rewrite the request",
+                ));
+            }
+            if self.header("content-length").is_some() {
+                self.set_header("content-length", Some(&new_body.len().to_string()));
+            }
+        }
+        self.set_header(DESTINATION_HEADER, Some(&decision.endpoint));
+        self.set_header(POOL_HEADER, Some(&decision.pool));
+        if let Some(target) = &decision.target_model {
+            self.set_header(TARGET_MODEL_HEADER, Some(target));
+        }
+        let key = inflight::shared_key(&worker.config.key_prefix, &decision.pool);
+        if shared::add_inflight(&key, &decision.endpoint, true) {
+            self.inflight = Some((key, decision.endpoint.clone()));
+        }
+        if worker.config.restore_public_model_name && !decision.stream {
+            if let (Some(public), Some(served)) = (&decision.public_model, &decision.target_model) {
+                if public != served {
+                    self.response = ResponseMode::RestoreModel {
+                        served: served.clone(),
+                        public: public.clone(),
+                    };
+                }
+            }
+        }
+        let mut metrics = worker.metrics.borrow_mut();
+        metrics.increment(stats::requests(
+            &decision.pool,
+            &decision.model_label,
+            &decision.target_label,
+        ));
+        metrics.increment(stats::picks(&decision.pool, &decision.endpoint));
+        if decision.fail_open {
+            metrics.increment(stats::per_pool(stats::FAIL_OPEN_TOTAL, &decision.pool));
+        }
+        if decision.prefix_owner {
+            metrics.increment(stats::per_pool(
+                stats::PREFIX_AFFINITY_TOTAL,
+                &decision.pool,
+            ));
+        }
+        Action::Continue
+    }
+
+    fn route_buffered_body(&mut self, size: usize) -> Action {
+        match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
+            Ok(body) => {
+                let body = body.unwrap_or_default();
+                self.route(Some(&body))
+            }
+            Err(status) => {
+                log(
+                    LogLevel::Error,
+                    &format!("llmgw: reading the request body: {status:?}"),
+                );
+                self.reply(&GatewayError::bad_request(
+                    "unreadable_body",
+                    "the request body could not be read",
+                ))
+            }
+        }
+    }
+
+    fn max_body_bytes(&self) -> u64 {
+        self.worker
+            .as_ref()
+            .map_or(u64::MAX, |w| w.config.max_body_bytes)
+    }
+}
+
+impl GatewayHttp {
+    fn release_inflight(&mut self) {
+        if let Some((key, endpoint)) = self.inflight.take() {
+            shared::add_inflight(&key, &endpoint, false);
+        }
+    }
+}
+
+impl Context for GatewayHttp {
+    fn on_done(&mut self) -> bool {
+        self.release_inflight();
+        true
+    }
+}
+
+impl HttpContext for GatewayHttp {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        for name in CONTROL_HEADERS {
+            if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
+                log(
+                    LogLevel::Warn,
+                    &format!("llmgw: removing {name}: {status:?}"),
+                );
+            }
+        }
+        let limit = self.max_body_bytes();
+        let declared = self
+            .header("content-length")
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit) {
+            return self.reply(&GatewayError::body_too_large(limit));
+        }
+        if end_of_stream {
+            let method = self.header(":method").unwrap_or_default();
+            return if matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+                self.route(None)
+            } else {
+                self.reply(&crate::request::BodyError::Empty.into())
+            };
+        }
+        // Hold the headers until the body decides (needs
+        // `allow_on_headers_stop_iteration: true` in the filter config).
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.replied {
+            return Action::Pause;
+        }
+        self.last_body_size = body_size;
+        if body_size as u64 > self.max_body_bytes() {
+            return self.reply(&GatewayError::body_too_large(self.max_body_bytes()));
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        self.route_buffered_body(body_size)
+    }
+
+    fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
+        if self.replied {
+            return Action::Pause;
+        }
+        self.route_buffered_body(self.last_body_size)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let ResponseMode::RestoreModel { .. } = self.response {
+            let content_type =
+                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+            if end_of_stream || !content_type.contains("application/json") {
+                self.response = ResponseMode::PassThrough;
+            } else {
+                // The body may change length.
+                let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let ResponseMode::RestoreModel { served, public } = &self.response else {
+            // Streaming and everything else: straight through, unbuffered.
+            return Action::Continue;
+        };
+        if body_size > MAX_RESPONSE_REWRITE_BYTES {
+            self.response = ResponseMode::PassThrough;
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        if let Ok(Some(body)) = hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+            if let Some(span) = find_response_model(&body, served) {
+                let restored = rewrite_model(&body, &span, public);
+                if let Err(status) =
+                    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &restored)
+                {
+                    log(
+                        LogLevel::Warn,
+                        &format!("llmgw: restoring the model name: {status:?}"),
+                    );
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        self.release_inflight();
+    }
+}

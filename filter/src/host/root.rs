@@ -1,0 +1,308 @@
+//! The root context of one Envoy worker: configuration, the lease that elects
+//! one worker per Envoy to hold the collector's Watch stream, and that stream.
+//!
+//! Every worker ticks; the one holding `<prefix>.lease` keeps a gRPC Watch
+//! stream open to `collector_cluster` and copies each snapshot into shared
+//! data. A holder that dies or stalls stops renewing, and another worker takes
+//! the lease within `LEASE_TTL_MS`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use prost::Message;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{BufferType, ContextType, LogLevel};
+
+use crate::config::PluginConfig;
+use crate::lease::{Lease, LeaseDecision};
+use crate::state::SnapshotMeta;
+use crate::stats;
+
+use super::http::GatewayHttp;
+use super::worker::Worker;
+use super::{log, now_ms, now_nanos, shared};
+
+const TICK_MS: u64 = 100;
+const LEASE_TTL_MS: u64 = 800;
+const BACKOFF_MIN_MS: u64 = 100;
+const BACKOFF_MAX_MS: u64 = 5_000;
+
+pub(crate) struct GatewayRoot {
+    context_id: u32,
+    worker: Option<Rc<Worker>>,
+    /// Unique among this Envoy's workers (a shared-data counter).
+    holder_id: String,
+    holding: bool,
+    stream: Option<u32>,
+    /// Host ms of the last stream message (or of opening it).
+    last_message_ms: u64,
+    next_connect_ms: u64,
+    backoff_ms: u64,
+}
+
+impl GatewayRoot {
+    pub fn new(context_id: u32) -> Self {
+        GatewayRoot {
+            context_id,
+            worker: None,
+            holder_id: String::new(),
+            holding: false,
+            stream: None,
+            last_message_ms: 0,
+            next_connect_ms: 0,
+            backoff_ms: BACKOFF_MIN_MS,
+        }
+    }
+
+    fn config(&self) -> Option<&PluginConfig> {
+        self.worker.as_deref().map(|w| &w.config)
+    }
+
+    fn count(&self, name: String) {
+        if let Some(worker) = &self.worker {
+            worker.metrics.borrow_mut().increment(name);
+        }
+    }
+
+    /// A process-unique id for this worker's root context.
+    fn allocate_holder_id(config: &PluginConfig, context_id: u32) -> String {
+        let key = format!("{}.workers", config.key_prefix);
+        let mut assigned = None;
+        shared::update(&key, |current| {
+            let n = current
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0)
+                .wrapping_add(1);
+            assigned = Some(n);
+            Some(n.to_string().into_bytes())
+        });
+        match assigned {
+            Some(n) => format!("w{n}"),
+            // Shared data unavailable: fall back to something that is very
+            // likely unique (time and context id).
+            None => format!("t{}c{context_id}", now_nanos()),
+        }
+    }
+
+    fn renew_lease(&mut self, now: u64) {
+        let Some(config) = self.config() else { return };
+        let key = config.lease_key();
+        let me = self.holder_id.clone();
+        let mut decision = LeaseDecision::Other;
+        let written = shared::update(&key, |current| {
+            decision = Lease::decide(current, &me, now);
+            match decision {
+                LeaseDecision::Other => None,
+                LeaseDecision::Renew | LeaseDecision::Take => Some(
+                    Lease {
+                        holder: me.clone(),
+                        expires_ms: now.saturating_add(LEASE_TTL_MS),
+                    }
+                    .encode(),
+                ),
+            }
+        });
+        let holding = written && decision != LeaseDecision::Other;
+        if holding && !self.holding {
+            log(
+                LogLevel::Info,
+                &format!("llmgw: worker {} holds the collector lease", self.holder_id),
+            );
+        }
+        if !holding && self.holding {
+            log(
+                LogLevel::Info,
+                &format!("llmgw: worker {} lost the collector lease", self.holder_id),
+            );
+            self.close_stream();
+        }
+        self.holding = holding;
+    }
+
+    fn close_stream(&mut self) {
+        if let Some(token) = self.stream.take() {
+            let _ = hostcalls::cancel_grpc_stream(token);
+        }
+    }
+
+    fn connect(&mut self, now: u64) {
+        let Some(config) = self.config() else { return };
+        let cluster = config.collector_cluster.clone();
+        match hostcalls::open_grpc_stream(
+            &cluster,
+            pool_state::SERVICE_NAME,
+            pool_state::WATCH_METHOD,
+            vec![],
+        ) {
+            Ok(token) => {
+                let request = pool_state::WatchRequest::default().encode_to_vec();
+                match hostcalls::send_grpc_stream_message(token, Some(&request), false) {
+                    Ok(()) => {
+                        self.stream = Some(token);
+                        self.last_message_ms = now;
+                    }
+                    Err(status) => {
+                        let _ = hostcalls::cancel_grpc_stream(token);
+                        self.schedule_reconnect(now, &format!("sending WatchRequest: {status:?}"));
+                    }
+                }
+            }
+            Err(status) => {
+                self.schedule_reconnect(
+                    now,
+                    &format!("opening Watch on cluster {cluster}: {status:?}"),
+                );
+            }
+        }
+    }
+
+    fn schedule_reconnect(&mut self, now: u64, why: &str) {
+        self.next_connect_ms = now.saturating_add(self.backoff_ms);
+        log(
+            LogLevel::Warn,
+            &format!(
+                "llmgw: collector stream: {why}; retrying in {} ms",
+                self.backoff_ms
+            ),
+        );
+        self.backoff_ms = self.backoff_ms.saturating_mul(2).min(BACKOFF_MAX_MS);
+    }
+
+    fn publish_snapshot(&mut self, bytes: &[u8]) {
+        let Some(config) = self.config() else { return };
+        // Never hand workers bytes they cannot decode.
+        if let Err(e) = pool_state::Snapshot::decode(bytes) {
+            log(
+                LogLevel::Warn,
+                &format!("llmgw: dropping undecodable snapshot: {e}"),
+            );
+            return;
+        }
+        let (snapshot_key, meta_key) = (config.snapshot_key(), config.snapshot_meta_key());
+        if !shared::write(&snapshot_key, bytes) {
+            return;
+        }
+        // The version counts publications in this Envoy, so a restarted
+        // collector (whose own version restarts at 1) still moves it on.
+        let now = now_ms();
+        shared::update(&meta_key, |current| {
+            let previous = current
+                .and_then(SnapshotMeta::parse)
+                .map_or(0, |m| m.version);
+            Some(
+                SnapshotMeta {
+                    version: previous.wrapping_add(1),
+                    received_ms: now,
+                }
+                .encode()
+                .into_bytes(),
+            )
+        });
+        self.count(stats::SNAPSHOTS_RECEIVED_TOTAL.to_string());
+    }
+}
+
+impl Context for GatewayRoot {
+    fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
+        if self.stream != Some(token_id) {
+            return;
+        }
+        self.last_message_ms = now_ms();
+        self.backoff_ms = BACKOFF_MIN_MS;
+        match hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, message_size) {
+            Ok(Some(bytes)) => self.publish_snapshot(&bytes),
+            Ok(None) => self.publish_snapshot(&[]),
+            Err(status) => log(
+                LogLevel::Warn,
+                &format!("llmgw: reading snapshot: {status:?}"),
+            ),
+        }
+    }
+
+    fn on_grpc_stream_close(&mut self, token_id: u32, status_code: u32) {
+        if self.stream != Some(token_id) {
+            return;
+        }
+        self.stream = None;
+        self.count(stats::COLLECTOR_STREAM_CLOSED_TOTAL.to_string());
+        let detail = hostcalls::get_grpc_status()
+            .ok()
+            .and_then(|(_, message)| message)
+            .unwrap_or_default();
+        self.schedule_reconnect(
+            now_ms(),
+            &format!("closed with gRPC status {status_code} {detail}"),
+        );
+    }
+}
+
+impl RootContext for GatewayRoot {
+    fn on_vm_start(&mut self, _vm_configuration_size: usize) -> bool {
+        true
+    }
+
+    fn on_configure(&mut self, plugin_configuration_size: usize) -> bool {
+        let bytes = hostcalls::get_buffer(
+            BufferType::PluginConfiguration,
+            0,
+            plugin_configuration_size,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        let config = match PluginConfig::parse(&bytes) {
+            Ok(config) => config,
+            Err(e) => {
+                log(LogLevel::Error, &format!("llmgw: {e}"));
+                return false;
+            }
+        };
+        self.close_stream();
+        self.holding = false;
+        self.holder_id = Self::allocate_holder_id(&config, self.context_id);
+        self.worker = Some(Rc::new(Worker::new(config)));
+        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(TICK_MS)) {
+            log(
+                LogLevel::Error,
+                &format!("llmgw: cannot set tick period: {status:?}"),
+            );
+            return false;
+        }
+        log(
+            LogLevel::Info,
+            &format!("llmgw: configured, worker {}", self.holder_id),
+        );
+        // Try for the lease at once, so state flows before the first tick.
+        self.on_tick();
+        true
+    }
+
+    fn on_tick(&mut self) {
+        let now = now_ms();
+        self.renew_lease(now);
+        if !self.holding {
+            return;
+        }
+        let silence_limit = self
+            .config()
+            .map_or(3_000, |c| u64::from(c.state_timeout_ms));
+        if self.stream.is_some() && now.saturating_sub(self.last_message_ms) > silence_limit {
+            self.close_stream();
+            self.schedule_reconnect(now, "no snapshot within state_timeout_ms");
+        }
+        if self.stream.is_none() && now >= self.next_connect_ms {
+            self.connect(now);
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        // Never `None` (the SDK would panic): an unconfigured filter answers 503.
+        Some(Box::new(GatewayHttp::new(context_id, self.worker.clone())))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}

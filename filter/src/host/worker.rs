@@ -1,0 +1,85 @@
+//! What one Envoy worker's root context shares with its HTTP contexts: the
+//! configuration, the decoded pool state (refreshed once per version), stats.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use proxy_wasm::types::LogLevel;
+
+use crate::config::PluginConfig;
+use crate::scheduling::Scheduler;
+use crate::state::{SnapshotMeta, StateView};
+
+use super::metrics::Metrics;
+use super::{log, shared};
+
+pub(crate) struct Worker {
+    pub config: PluginConfig,
+    pub scheduler: Scheduler,
+    pub metrics: RefCell<Metrics>,
+    state: RefCell<CachedState>,
+}
+
+#[derive(Default)]
+struct CachedState {
+    meta: Option<SnapshotMeta>,
+    view: Option<Rc<StateView>>,
+    /// Version whose bytes failed to decode: not retried on every request.
+    failed_version: Option<u64>,
+}
+
+/// The pool state as of now.
+pub(crate) struct CurrentState {
+    pub view: Rc<StateView>,
+    pub age_ms: u32,
+}
+
+impl Worker {
+    pub fn new(config: PluginConfig) -> Self {
+        Worker {
+            scheduler: Scheduler::new(config.scheduler_config()),
+            metrics: RefCell::new(Metrics::default()),
+            state: RefCell::new(CachedState::default()),
+            config,
+        }
+    }
+
+    /// Reads `snapshot.meta` (one small shared-data read) and decodes
+    /// `snapshot` only when the version moved. `None` until a first snapshot
+    /// has arrived in this Envoy.
+    pub fn current_state(&self, now_ms: u64) -> Option<CurrentState> {
+        let mut cache = self.state.borrow_mut();
+        let latest = shared::read(&self.config.snapshot_meta_key())
+            .and_then(|bytes| SnapshotMeta::parse(&bytes));
+        if let Some(latest) = latest {
+            let known = cache.meta.map(|m| m.version) == Some(latest.version);
+            if known {
+                cache.meta = Some(latest);
+            } else if cache.failed_version != Some(latest.version) {
+                match shared::read(&self.config.snapshot_key())
+                    .map(|b| StateView::decode(&b, latest.version))
+                {
+                    Some(Ok(view)) => {
+                        cache.view = Some(Rc::new(view));
+                        cache.meta = Some(latest);
+                        cache.failed_version = None;
+                    }
+                    Some(Err(e)) => {
+                        log(
+                            LogLevel::Warn,
+                            &format!("llmgw: snapshot v{}: {e}", latest.version),
+                        );
+                        cache.failed_version = Some(latest.version);
+                    }
+                    None => cache.failed_version = Some(latest.version),
+                }
+            }
+        }
+        let meta = cache.meta?;
+        let view = cache.view.clone()?;
+        Some(CurrentState {
+            view,
+            age_ms: meta.age_ms(now_ms),
+        })
+    }
+}

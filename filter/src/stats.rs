@@ -1,0 +1,126 @@
+//! Names of the filter's Envoy stats. Labels are folded into the stat name
+//! (`<metric>.<tag>.<value>...`, Envoy's hierarchical style) and every value
+//! is sanitised and bounded: client-chosen strings never become stat names
+//! unless the pool state knows them, so a client cannot explode cardinality.
+
+use crate::state::PoolView;
+
+pub const REQUESTS_TOTAL: &str = "llmgw_requests_total";
+pub const PICKS_TOTAL: &str = "llmgw_picks_total";
+pub const PREFIX_AFFINITY_TOTAL: &str = "llmgw_prefix_affinity_picks_total";
+pub const SHED_TOTAL: &str = "llmgw_shed_total";
+pub const ERRORS_TOTAL: &str = "llmgw_errors_total";
+pub const FAIL_OPEN_TOTAL: &str = "llmgw_fail_open_total";
+pub const DECISION_TIME_US: &str = "llmgw_decision_time_us";
+pub const SNAPSHOTS_RECEIVED_TOTAL: &str = "llmgw_snapshots_received_total";
+pub const COLLECTOR_STREAM_CLOSED_TOTAL: &str = "llmgw_collector_stream_closed_total";
+
+/// Longest label value kept; longer ones are cut (names stay readable).
+const MAX_LABEL: usize = 64;
+
+/// `[A-Za-z0-9_-]` kept, everything else (dots would split Envoy's stat
+/// hierarchy, slashes and colons confuse Prometheus export) becomes `_`.
+pub fn label(value: &str) -> String {
+    let mut out: String = value
+        .chars()
+        .take(MAX_LABEL)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() {
+        out.push_str("none");
+    }
+    out
+}
+
+/// The model as a label: itself when the pool knows it (a rule names it, a
+/// rule targets it, or a pod serves it as an adapter), else `other`.
+pub fn model_label(pool: Option<&PoolView>, model: &str) -> String {
+    let known = pool.is_some_and(|p| {
+        p.adapter_id(model).is_some()
+            || p.rules.iter().any(|r| {
+                r.model.as_deref() == Some(model) || r.targets.iter().any(|t| t.model == model)
+            })
+    });
+    if known {
+        label(model)
+    } else {
+        "other".into()
+    }
+}
+
+pub fn requests(pool: &str, model: &str, target_model: &str) -> String {
+    format!(
+        "{REQUESTS_TOTAL}.pool.{}.model.{model}.target_model.{target_model}",
+        label(pool)
+    )
+}
+
+pub fn picks(pool: &str, address: &str) -> String {
+    format!(
+        "{PICKS_TOTAL}.pool.{}.endpoint.{}",
+        label(pool),
+        label(address)
+    )
+}
+
+pub fn per_pool(metric: &str, pool: &str) -> String {
+    format!("{metric}.pool.{}", label(pool))
+}
+
+pub fn errors(reason: &str) -> String {
+    format!("{ERRORS_TOTAL}.reason.{}", label(reason))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::tests::pool;
+    use pool_state::{ModelRule, WeightedTarget};
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn labels_are_sanitised_and_bounded() {
+        assert_eq!(label("10.0.0.1:8000"), "10_0_0_1_8000");
+        assert_eq!(label("meta-llama/Llama-3.1-8B"), "meta-llama_Llama-3_1-8B");
+        assert_eq!(label(""), "none");
+        assert_eq!(label(&"x".repeat(500)).len(), 64);
+        assert_eq!(
+            picks("p", "1.2.3.4:5"),
+            "llmgw_picks_total.pool.p.endpoint.1_2_3_4_5"
+        );
+        assert_eq!(
+            errors("invalid_json"),
+            "llmgw_errors_total.reason.invalid_json"
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn unknown_models_fold_into_other() {
+        let mut p = pool("p", vec![]);
+        p.adapter_names = vec!["food-review".into()];
+        p.model_rules = vec![ModelRule {
+            model: "travelhelper".into(),
+            targets: vec![WeightedTarget {
+                model: "travel-helper-v1".into(),
+                weight: 1,
+            }],
+            ..Default::default()
+        }];
+        let p = crate::state::PoolView::from_pool(&p);
+        assert_eq!(model_label(Some(&p), "travelhelper"), "travelhelper");
+        assert_eq!(
+            model_label(Some(&p), "travel-helper-v1"),
+            "travel-helper-v1"
+        );
+        assert_eq!(model_label(Some(&p), "food-review"), "food-review");
+        assert_eq!(model_label(Some(&p), "random-junk-123"), "other");
+        assert_eq!(model_label(None, "x"), "other");
+    }
+}
