@@ -4,4 +4,9 @@
 //! (usable by benchmarks without any I/O); the rest serves it over vLLM's
 //! OpenAI-compatible HTTP API with vLLM's `/metrics`.
 
+pub mod config;
 pub mod engine;
+pub mod faults;
+pub mod metrics;
+pub mod openai;
+pub mod server;

@@ -646,7 +646,8 @@ impl Engine {
                     req.scheduled = 0;
                     while (req.num_cached_blocks + 1) * block_size <= req.num_computed {
                         let k = req.num_cached_blocks as usize;
-                        self.pool.cache_full_block(req.blocks[k], req.block_hashes[k]);
+                        self.pool
+                            .cache_full_block(req.blocks[k], req.block_hashes[k]);
                         req.num_cached_blocks += 1;
                     }
                     if req.num_computed == req.tokens.len() as u32 {
@@ -719,7 +720,8 @@ impl Engine {
         }
         self.live_ids.remove(&req.id);
         if let Some(reason) = rejected {
-            self.pending_events.push(EngineEvent::Rejected { id: req.id, reason });
+            self.pending_events
+                .push(EngineEvent::Rejected { id: req.id, reason });
         }
         self.pending_events.push(EngineEvent::Finished {
             id: req.id,
@@ -756,7 +758,11 @@ impl Engine {
         let full = req.tokens.len() / bs;
         while req.block_hashes.len() < full {
             let k = req.block_hashes.len();
-            let mut h = if k == 0 { base } else { req.block_hashes[k - 1] };
+            let mut h = if k == 0 {
+                base
+            } else {
+                req.block_hashes[k - 1]
+            };
             for &t in &req.tokens[k * bs..(k + 1) * bs] {
                 h = combine(h, u64::from(t));
             }

@@ -98,7 +98,9 @@ impl PerfProfile {
         ];
         for (name, v) in fields {
             if !v.is_finite() || v < 0.0 {
-                return Err(format!("profile field {name} must be a finite number >= 0, got {v}"));
+                return Err(format!(
+                    "profile field {name} must be a finite number >= 0, got {v}"
+                ));
             }
         }
         if self.step_overhead_s + self.weight_read_s <= 0.0 {

@@ -112,9 +112,9 @@ const WORDS: [&str; 64] = [
     " the", " of", " and", " to", " in", " is", " that", " for", " it", " as", " was", " with",
     " be", " by", " on", " not", " he", " this", " are", " or", " his", " from", " at", " but",
     " have", " an", " they", " we", " one", " all", " can", " more", " time", " when", " will",
-    " some", " what", " used", " them", " so", " out", " into", " many", " than", " made",
-    " then", " may", " like", " each", " most", " over", " new", " such", " even", " also",
-    " data", " node", " pod", " load", " fast", " cash", " path", " rate", " step",
+    " some", " what", " used", " them", " so", " out", " into", " many", " than", " made", " then",
+    " may", " like", " each", " most", " over", " new", " such", " even", " also", " data",
+    " node", " pod", " load", " fast", " cash", " path", " rate", " step",
 ];
 
 /// Text of a generated token id.
@@ -186,6 +186,8 @@ mod tests {
 
     #[test]
     fn ids_are_in_vocabulary() {
-        assert!(tokenize("some text, with 123 digits!\n").iter().all(|&t| t < VOCAB_SIZE));
+        assert!(tokenize("some text, with 123 digits!\n")
+            .iter()
+            .all(|&t| t < VOCAB_SIZE));
     }
 }
