@@ -274,8 +274,17 @@ async fn client_disconnect_aborts_the_engine_request() {
     drop(resp);
     let s = wait_state(a, "abort after disconnect", |s| s["running"] == 0 && s["waiting"] == 0).await;
     assert_eq!(s["kv_cache_usage"], 0.0);
-    let metrics = get(a, "/metrics").await.text();
-    assert!(metrics.contains("finished_reason=\"abort\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 1.0"));
+    // The abort's Finished event is delivered by the next engine step.
+    let aborted = "finished_reason=\"abort\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 1.0";
+    let mut seen = false;
+    for _ in 0..200 {
+        if get(a, "/metrics").await.text().contains(aborted) {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(seen, "abort counted in request_success_total");
     pod.shutdown().await;
 }
 
