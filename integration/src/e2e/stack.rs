@@ -1,0 +1,179 @@
+//! A whole gateway for one test: simulated pods, the collector over a temporary
+//! manifest directory and Envoy with the filter, all on free loopback ports,
+//! all stopped when the [`Stack`] drops.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result};
+use bytes::Bytes;
+use tempfile::TempDir;
+
+use super::artifacts;
+use super::components::{Collector, Envoy, SimFleet};
+use super::envoy_config::{EnvoyConfig, Route};
+use super::http::{HttpClient, Reply};
+use super::pods::{manifests, SimPod};
+use super::ports::free_local_addr;
+
+/// A pod and the InferencePool its labels put it in.
+#[derive(Debug, Clone)]
+pub struct PoolPod {
+    pub pool: String,
+    pub pod: SimPod,
+}
+
+/// What a test's gateway consists of.
+#[derive(Debug, Clone, Default)]
+pub struct StackSpec {
+    pub pods: Vec<PoolPod>,
+    /// Added to every `vllm-sim` command line (`--time-scale`, `--seed`).
+    pub sim_args: Vec<String>,
+    /// `(file name, YAML)` written beside the pods for the collector:
+    /// InferencePools, InferenceModels, InferenceObjectives.
+    pub manifests: Vec<(String, String)>,
+    pub routes: Vec<Route>,
+    /// The filter's plugin configuration; `null` means the demo's.
+    pub plugin_config: serde_json::Value,
+}
+
+/// A running gateway.
+pub struct Stack {
+    pub envoy: Envoy,
+    pub collector: Option<Collector>,
+    pub fleet: SimFleet,
+    pub client: HttpClient,
+    /// The listener clients send requests to.
+    pub gateway: SocketAddr,
+    collector_grpc: SocketAddr,
+    collector_http: SocketAddr,
+    pool_of_pod: HashMap<String, String>,
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Starts pods, collector and Envoy and waits until the collector publishes
+    /// every pod ready.
+    pub async fn start(spec: StackSpec) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("llmgw-e2e-").tempdir()?;
+        let log_dir = dir.path().join("logs");
+        let manifest_dir = dir.path().join("manifests");
+        std::fs::create_dir_all(&log_dir)?;
+        std::fs::create_dir_all(&manifest_dir)?;
+
+        let pods: Vec<SimPod> = spec.pods.iter().map(|p| p.pod.clone()).collect();
+        std::fs::write(manifest_dir.join("pods.yaml"), manifests(&pods))?;
+        for (name, yaml) in &spec.manifests {
+            std::fs::write(manifest_dir.join(name), yaml)?;
+        }
+        let fleet = SimFleet::start(pods, &spec.sim_args, &log_dir).await?;
+
+        let collector_grpc = free_local_addr()?;
+        let collector_http = free_local_addr()?;
+        let collector = Collector::start(&manifest_dir, collector_grpc, collector_http, &log_dir).await?;
+        let expected: Vec<(&str, SocketAddr)> = spec
+            .pods
+            .iter()
+            .map(|p| (p.pool.as_str(), p.pod.addr()))
+            .collect();
+        collector.wait_for_pods(&expected).await?;
+
+        let gateway = free_local_addr()?;
+        let admin = free_local_addr()?;
+        let mut config = EnvoyConfig::demo();
+        config.listen = gateway;
+        config.admin = admin;
+        config.collector_grpc = collector_grpc;
+        config.wasm_path = artifacts::filter_wasm()?.display().to_string();
+        config.routes = spec.routes.clone();
+        if !spec.plugin_config.is_null() {
+            config.plugin_config = spec.plugin_config.clone();
+        }
+        let config_path = dir.path().join("envoy.yaml");
+        std::fs::write(&config_path, config.render())?;
+        let envoy = Envoy::start(&config_path, admin, &log_dir).await?;
+
+        Ok(Self {
+            envoy,
+            collector: Some(collector),
+            fleet,
+            client: HttpClient::new(),
+            gateway,
+            collector_grpc,
+            collector_http,
+            pool_of_pod: spec
+                .pods
+                .iter()
+                .map(|p| (p.pod.name.clone(), p.pool.clone()))
+                .collect(),
+            dir,
+        })
+    }
+
+    /// URL of `path` on the gateway listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.gateway)
+    }
+
+    /// POSTs `body` to the gateway.
+    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
+        self.client.post(&self.url(path), headers, body).await
+    }
+
+    /// The pool a pod belongs to, by pod name (`x-sim-pod`).
+    pub fn pool_of(&self, pod: &str) -> Option<&str> {
+        self.pool_of_pod.get(pod).map(String::as_str)
+    }
+
+    /// Sends `probe` until the gateway answers 200 (the filter has pool state),
+    /// within a bound.
+    pub async fn wait_routable(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Result<()> {
+        let result = super::wait::wait_until(
+            &format!("the gateway to route {body}"),
+            std::time::Duration::from_secs(20),
+            || async {
+                let reply = self.post(path, headers, body.to_string()).await?;
+                if reply.status.is_success() {
+                    Ok(true)
+                } else {
+                    anyhow::bail!("{} {}", reply.status, reply.text())
+                }
+            },
+        )
+        .await;
+        result.map_err(|e| anyhow::anyhow!("{e:#}\n{}", self.diagnostics()))
+    }
+
+    /// Stops the collector (the gateway keeps running).
+    pub fn stop_collector(&mut self) {
+        if let Some(collector) = self.collector.take() {
+            collector.stop();
+        }
+    }
+
+    /// Starts the collector again on the same ports and manifests.
+    pub async fn restart_collector(&mut self) -> Result<()> {
+        self.stop_collector();
+        let log_dir = self.dir.path().join("logs");
+        let manifest_dir = self.dir.path().join("manifests");
+        let collector = Collector::start(&manifest_dir, self.collector_grpc, self.collector_http, &log_dir)
+            .await
+            .context("restarting the collector")?;
+        self.collector = Some(collector);
+        Ok(())
+    }
+
+    /// Log tails of Envoy and the collector, to attach to assertion failures.
+    pub fn diagnostics(&self) -> String {
+        let collector = self
+            .collector
+            .as_ref()
+            .map(Collector::log_tail)
+            .unwrap_or_else(|| "(stopped)".to_string());
+        format!(
+            "--- envoy ({}) ---\n{}\n--- collector ---\n{collector}",
+            self.envoy.log_path().display(),
+            self.envoy.log_tail()
+        )
+    }
+}
