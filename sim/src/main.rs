@@ -41,6 +41,15 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // Handlers go in before the startup lines: whoever reads them may
+        // signal us right away.
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("vllm-sim: cannot install signal handlers: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
         {
             let mut out = std::io::stdout().lock();
             for h in &handles {
@@ -48,7 +57,7 @@ fn main() -> ExitCode {
             }
             let _ = out.flush();
         }
-        let signal = wait_for_signal().await;
+        let signal = signals.wait().await;
         eprintln!("vllm-sim: {signal}, shutting down {} pod(s)", handles.len());
         for h in handles {
             h.shutdown().await;
@@ -57,25 +66,26 @@ fn main() -> ExitCode {
     })
 }
 
-/// Waits for SIGINT or SIGTERM and names it.
-async fn wait_for_signal() -> &'static str {
-    #[cfg(unix)]
-    {
+/// SIGINT and SIGTERM listeners.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            },
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
+        Ok(Signals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupt"
+
+    /// Waits for either signal and names it.
+    async fn wait(mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
     }
 }

@@ -181,15 +181,12 @@ impl PodState {
             let subscriber = match &event {
                 EngineEvent::Finished { reason, .. } => {
                     core.metrics.record_finished(*reason);
-                    match core.subscribers.remove(&id) {
-                        Some(s) => {
-                            core.metrics.e2e.observe(at - s.arrival);
-                            let _ = s.tx.send(Delivery {
-                                choice: s.choice,
-                                event,
-                            });
-                        }
-                        None => {}
+                    if let Some(s) = core.subscribers.remove(&id) {
+                        core.metrics.e2e.observe(at - s.arrival);
+                        let _ = s.tx.send(Delivery {
+                            choice: s.choice,
+                            event,
+                        });
                     }
                     continue;
                 }
@@ -410,7 +407,7 @@ impl Exchange {
     /// Accounts a finished choice in `usage` (cached tokens once per prompt).
     fn account(&mut self, choice: usize, completion_tokens: u32, cached_tokens: u32) {
         self.usage.completion_tokens += u64::from(completion_tokens);
-        if choice % self.n == 0 {
+        if choice.is_multiple_of(self.n) {
             self.usage.cached_tokens += u64::from(cached_tokens);
         }
     }

@@ -30,7 +30,12 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
 }
 
 fn run_to_end(cmd: &mut Command) -> (std::process::ExitStatus, String) {
-    let mut child = KillOnDrop(cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap());
+    let mut child = KillOnDrop(
+        cmd.stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let status = wait_exit(&mut child.0, Duration::from_secs(20));
     let mut err = String::new();
     std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
@@ -41,9 +46,13 @@ fn run_to_end(cmd: &mut Command) -> (std::process::ExitStatus, String) {
 fn busy_port_fails_with_a_clear_message() {
     let taken = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let (status, err) = run_to_end(sim().args(["--pod", "a=127.0.0.1:0", "--pod", &format!("b={addr}")]));
+    let (status, err) =
+        run_to_end(sim().args(["--pod", "a=127.0.0.1:0", "--pod", &format!("b={addr}")]));
     assert!(!status.success());
-    assert!(err.contains(&format!("pod b: cannot listen on {addr}")), "{err}");
+    assert!(
+        err.contains(&format!("pod b: cannot listen on {addr}")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -51,7 +60,8 @@ fn bad_arguments_are_explained() {
     let (status, err) = run_to_end(&mut sim());
     assert!(!status.success());
     assert!(err.contains("no pods"), "{err}");
-    let (status, err) = run_to_end(sim().args(["--pod", "a=127.0.0.1:0", "--profile", "h200-dreams"]));
+    let (status, err) =
+        run_to_end(sim().args(["--pod", "a=127.0.0.1:0", "--profile", "h200-dreams"]));
     assert!(!status.success());
     assert!(err.contains("built-in"), "{err}");
     let (status, err) = run_to_end(sim().args(["--pod", "a=127.0.0.1:0", "--time-scale=-1"]));
@@ -84,10 +94,20 @@ fn pods_file_starts_every_pod_and_sigterm_exits_cleanly() {
     });
     let a = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     let b = rx.recv_timeout(Duration::from_secs(20)).unwrap();
-    assert!(a.starts_with("pod alpha listening on 127.0.0.1:") && a.ends_with("adapters [food-review]"), "{a}");
-    assert!(b.starts_with("pod beta listening on 127.0.0.2:") && b.ends_with("adapters []"), "{b}");
+    assert!(
+        a.starts_with("pod alpha listening on 127.0.0.1:") && a.ends_with("adapters [food-review]"),
+        "{a}"
+    );
+    assert!(
+        b.starts_with("pod beta listening on 127.0.0.2:") && b.ends_with("adapters []"),
+        "{b}"
+    );
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let status = wait_exit(&mut child.0, Duration::from_secs(20));
     assert!(status.success(), "SIGTERM must exit 0, got {status}");
 }

@@ -27,7 +27,9 @@ fn req(id: u64, prompt: Vec<u32>, max_tokens: u32) -> EngineRequest {
 }
 
 fn prompt(seed: u32, len: usize) -> Vec<u32> {
-    (0..len as u32).map(|i| (seed * 7919 + i * 31) % 100_000).collect()
+    (0..len as u32)
+        .map(|i| (seed * 7919 + i * 31) % 100_000)
+        .collect()
 }
 
 /// Steps until idle (bounded), checking the KV invariant after every step;
@@ -46,7 +48,10 @@ fn run(engine: &mut Engine, max_steps: usize) -> Vec<(f64, EngineEvent)> {
         assert!(engine.used_blocks() <= s.num_gpu_blocks, "KV over capacity");
         assert!((0.0..=1.0).contains(&s.kv_cache_usage));
         assert!(s.running <= engine.config().max_num_seqs);
-        assert!(s.running_adapters.len() as u32 <= s.max_loras, "max_loras exceeded");
+        assert!(
+            s.running_adapters.len() as u32 <= s.max_loras,
+            "max_loras exceeded"
+        );
         out.extend(r.events.into_iter().map(|e| (now, e)));
     }
     panic!("engine still busy after {max_steps} steps");
@@ -62,7 +67,13 @@ fn finished(events: &[(f64, EngineEvent)]) -> Vec<(u64, FinishReason, u32, u32, 
                 prompt_tokens,
                 completion_tokens,
                 cached_tokens,
-            } => Some((*id, *reason, *prompt_tokens, *completion_tokens, *cached_tokens)),
+            } => Some((
+                *id,
+                *reason,
+                *prompt_tokens,
+                *completion_tokens,
+                *cached_tokens,
+            )),
             _ => None,
         })
         .collect()
@@ -82,8 +93,12 @@ fn first_token_order(events: &[(f64, EngineEvent)]) -> Vec<u64> {
 fn every_accepted_request_finishes_once_with_all_its_tokens() {
     let mut e = Engine::new(small_config(), 1);
     for id in 0..40 {
-        e.add_request(req(id, prompt(id as u32, 20 + (id as usize * 13) % 200), 1 + (id as u32 * 7) % 60))
-            .unwrap();
+        e.add_request(req(
+            id,
+            prompt(id as u32, 20 + (id as usize * 13) % 200),
+            1 + (id as u32 * 7) % 60,
+        ))
+        .unwrap();
     }
     let events = run(&mut e, 100_000);
     let fin = finished(&events);
@@ -144,11 +159,17 @@ fn kv_pressure_preempts_the_newest_and_recomputes_it() {
         })
         .collect();
     assert!(!preempted.is_empty(), "expected preemptions");
-    assert_eq!(preempted[0], 3, "the most recently admitted request goes first");
+    assert_eq!(
+        preempted[0], 3,
+        "the most recently admitted request goes first"
+    );
     assert_eq!(e.stats().preemptions, preempted.len() as u64);
     let fin = finished(&events);
     assert_eq!(fin.len(), 4);
-    assert!(fin.iter().all(|f| f.3 == 100), "recomputed requests still complete");
+    assert!(
+        fin.iter().all(|f| f.3 == 100),
+        "recomputed requests still complete"
+    );
 }
 
 #[test]
@@ -233,7 +254,11 @@ fn same_seed_gives_the_same_trace() {
         let mut e = Engine::new(small_config(), seed);
         e.register_adapter("a").unwrap();
         for id in 0..30u64 {
-            let mut r = req(id, prompt(id as u32 % 4, 50 + id as usize), 10 + id as u32 % 17);
+            let mut r = req(
+                id,
+                prompt(id as u32 % 4, 50 + id as usize),
+                10 + id as u32 % 17,
+            );
             if id % 4 == 0 {
                 r.adapter = Some("a".into());
             }
@@ -254,7 +279,10 @@ fn long_prompts_are_prefilled_in_chunks() {
     loop {
         steps_to_first += 1;
         let r = e.step(0.0);
-        if r.events.iter().any(|ev| matches!(ev, EngineEvent::FirstToken { .. })) {
+        if r.events
+            .iter()
+            .any(|ev| matches!(ev, EngineEvent::FirstToken { .. }))
+        {
             break;
         }
         assert!(steps_to_first < 10);
@@ -284,15 +312,31 @@ fn invalid_requests_are_refused_with_reasons() {
     let mut e = Engine::new(small_config(), 1);
     assert!(matches!(
         e.add_request(req(0, prompt(1, 1000), 100)),
-        Err(EngineError::ContextTooLong { max_model_len: 1024, total: 1100, .. })
+        Err(EngineError::ContextTooLong {
+            max_model_len: 1024,
+            total: 1100,
+            ..
+        })
     ));
-    assert_eq!(e.add_request(req(0, vec![], 1)), Err(EngineError::EmptyPrompt));
-    assert_eq!(e.add_request(req(0, vec![1], 0)), Err(EngineError::InvalidMaxTokens));
+    assert_eq!(
+        e.add_request(req(0, vec![], 1)),
+        Err(EngineError::EmptyPrompt)
+    );
+    assert_eq!(
+        e.add_request(req(0, vec![1], 0)),
+        Err(EngineError::InvalidMaxTokens)
+    );
     let mut r = req(0, vec![1], 1);
     r.adapter = Some("ghost".into());
-    assert_eq!(e.add_request(r), Err(EngineError::UnknownAdapter("ghost".into())));
+    assert_eq!(
+        e.add_request(r),
+        Err(EngineError::UnknownAdapter("ghost".into()))
+    );
     e.add_request(req(5, vec![1], 1)).unwrap();
-    assert_eq!(e.add_request(req(5, vec![1], 1)), Err(EngineError::DuplicateId(5)));
+    assert_eq!(
+        e.add_request(req(5, vec![1], 1)),
+        Err(EngineError::DuplicateId(5))
+    );
     let big = EngineConfig {
         num_gpu_blocks: 4,
         ..small_config()

@@ -46,7 +46,10 @@ async fn batch_prompts_and_n_give_one_choice_each() {
     let choices = v["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 4);
     assert_eq!(v["usage"]["completion_tokens"], 12);
-    assert_eq!(v["usage"]["prompt_tokens"], (1 + tokenizer::count_tokens("a b c") + 2) as u64);
+    assert_eq!(
+        v["usage"]["prompt_tokens"],
+        (1 + tokenizer::count_tokens("a b c") + 2) as u64
+    );
     let r = post(
         pod.addr(),
         "/v1/completions",
@@ -73,7 +76,11 @@ async fn chat_stream_sends_role_tokens_finish_usage_and_done() {
     });
     let r = post(pod.addr(), "/v1/chat/completions", &body.to_string()).await;
     assert_eq!(r.status, StatusCode::OK);
-    assert!(r.content_type.clone().unwrap().starts_with("text/event-stream"));
+    assert!(r
+        .content_type
+        .clone()
+        .unwrap()
+        .starts_with("text/event-stream"));
     let events = sse_events(&r.text());
     assert_eq!(events.last().unwrap(), "[DONE]");
     let chunks: Vec<Value> = events[..events.len() - 1]
@@ -83,7 +90,11 @@ async fn chat_stream_sends_role_tokens_finish_usage_and_done() {
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
     let content: String = chunks
         .iter()
-        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str().map(str::to_string))
+        .filter_map(|c| {
+            c["choices"].get(0)?["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
         .collect();
     assert_eq!(tokenizer::count_tokens(&content), 5);
     let finish = &chunks[chunks.len() - 2];
@@ -91,7 +102,9 @@ async fn chat_stream_sends_role_tokens_finish_usage_and_done() {
     let usage = &chunks[chunks.len() - 1];
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 5);
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
     pod.shutdown().await;
 }
 
@@ -99,7 +112,9 @@ async fn chat_stream_sends_role_tokens_finish_usage_and_done() {
 async fn chat_without_limit_stops_naturally() {
     let pod = start(pod_config("p", &[])).await;
     let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]});
-    let v = post(pod.addr(), "/v1/chat/completions", &body.to_string()).await.json();
+    let v = post(pod.addr(), "/v1/chat/completions", &body.to_string())
+        .await
+        .json();
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     let n = v["usage"]["completion_tokens"].as_u64().unwrap();
     assert!((16..=256).contains(&n), "{n}");
@@ -133,16 +148,34 @@ async fn errors_look_like_vllm() {
         assert_eq!(r.json()["error"]["code"], 400);
     }
     let long = "word ".repeat(100);
-    let r = post(a, "/v1/completions", &json!({"model": MODEL, "prompt": long, "max_tokens": 5}).to_string()).await;
+    let r = post(
+        a,
+        "/v1/completions",
+        &json!({"model": MODEL, "prompt": long, "max_tokens": 5}).to_string(),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.json()["error"]["message"].as_str().unwrap().contains("maximum context length is 64 tokens"));
-    let r = post(a, "/v1/chat/completions", &format!(r#"{{"model":"{MODEL}","messages":[]}}"#)).await;
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("maximum context length is 64 tokens"));
+    let r = post(
+        a,
+        "/v1/chat/completions",
+        &format!(r#"{{"model":"{MODEL}","messages":[]}}"#),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = get(a, "/no/such/path").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.pod.as_deref(), Some("p"));
     // Still serving after all that.
-    let r = post(a, "/v1/completions", &format!(r#"{{"model":"{MODEL}","prompt":"ok","max_tokens":2}}"#)).await;
+    let r = post(
+        a,
+        "/v1/completions",
+        &format!(r#"{{"model":"{MODEL}","prompt":"ok","max_tokens":2}}"#),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     pod.shutdown().await;
 }
@@ -163,14 +196,29 @@ async fn models_and_runtime_lora_loading() {
     assert_eq!(models[0], (MODEL.to_string(), Value::Null));
     assert_eq!(models[1], ("food-review".to_string(), json!(MODEL)));
 
-    let r = post(a, "/v1/load_lora_adapter", r#"{"lora_name":"cad","lora_path":"/x/cad"}"#).await;
+    let r = post(
+        a,
+        "/v1/load_lora_adapter",
+        r#"{"lora_name":"cad","lora_path":"/x/cad"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
-    let r = post(a, "/v1/load_lora_adapter", r#"{"lora_name":"cad","lora_path":"/x/cad"}"#).await;
+    let r = post(
+        a,
+        "/v1/load_lora_adapter",
+        r#"{"lora_name":"cad","lora_path":"/x/cad"}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let r = post(a, "/v1/load_lora_adapter", r#"{"lora_path":"/x"}"#).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(ids(get(a, "/v1/models").await.json()).len(), 3);
-    let r = post(a, "/v1/completions", r#"{"model":"cad","prompt":"x","max_tokens":2}"#).await;
+    let r = post(
+        a,
+        "/v1/completions",
+        r#"{"model":"cad","prompt":"x","max_tokens":2}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["model"], "cad");
 
@@ -178,7 +226,12 @@ async fn models_and_runtime_lora_loading() {
     assert_eq!(r.status, StatusCode::OK);
     let r = post(a, "/v1/unload_lora_adapter", r#"{"lora_name":"cad"}"#).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    let r = post(a, "/v1/completions", r#"{"model":"cad","prompt":"x","max_tokens":2}"#).await;
+    let r = post(
+        a,
+        "/v1/completions",
+        r#"{"model":"cad","prompt":"x","max_tokens":2}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     pod.shutdown().await;
 }
@@ -192,8 +245,11 @@ async fn paused_engine_piles_requests_up_in_waiting() {
     let mut clients = Vec::new();
     for i in 0..5 {
         let model = if i % 2 == 0 { "sql-lora" } else { MODEL };
-        let body = json!({"model": model, "prompt": format!("request {i}"), "max_tokens": 3}).to_string();
-        clients.push(tokio::spawn(async move { post(a, "/v1/completions", &body).await }));
+        let body =
+            json!({"model": model, "prompt": format!("request {i}"), "max_tokens": 3}).to_string();
+        clients.push(tokio::spawn(async move {
+            post(a, "/v1/completions", &body).await
+        }));
     }
     let s = wait_state(a, "5 waiting", |s| s["waiting"] == 5).await;
     assert_eq!(s["running"], 0);
@@ -215,7 +271,12 @@ async fn injected_errors_health_metrics_and_latency_faults() {
     let a = pod.addr();
     let req = format!(r#"{{"model":"{MODEL}","prompt":"x","max_tokens":1}}"#);
 
-    let r = post(a, "/admin/faults", r#"{"error_rate":1.0,"error_codes":[503]}"#).await;
+    let r = post(
+        a,
+        "/admin/faults",
+        r#"{"error_rate":1.0,"error_codes":[503]}"#,
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
     let r = post(a, "/v1/completions", &req).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -224,15 +285,29 @@ async fn injected_errors_health_metrics_and_latency_faults() {
     post(a, "/admin/faults", r#"{"error_rate":0.0}"#).await;
 
     assert_eq!(get(a, "/health").await.status, StatusCode::OK);
-    post(a, "/admin/faults", r#"{"health_fail":true,"metrics_fail":true}"#).await;
-    assert_eq!(get(a, "/health").await.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(get(a, "/metrics").await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    post(
+        a,
+        "/admin/faults",
+        r#"{"health_fail":true,"metrics_fail":true}"#,
+    )
+    .await;
+    assert_eq!(
+        get(a, "/health").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        get(a, "/metrics").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     post(a, "/admin/faults", r#"{"health_fail":false,"metrics_fail":false,"metrics_delay_ms":300,"extra_latency_ms":300}"#).await;
     let t = std::time::Instant::now();
     assert_eq!(get(a, "/metrics").await.status, StatusCode::OK);
     assert!(t.elapsed() >= Duration::from_millis(300));
     let t = std::time::Instant::now();
-    assert_eq!(post(a, "/v1/completions", &req).await.status, StatusCode::OK);
+    assert_eq!(
+        post(a, "/v1/completions", &req).await.status,
+        StatusCode::OK
+    );
     assert!(t.elapsed() >= Duration::from_millis(300));
 
     // Bad fault updates are refused whole.
@@ -264,15 +339,22 @@ async fn client_disconnect_aborts_the_engine_request() {
     cfg.time_scale = 1.0;
     let pod = start(cfg).await;
     let a = pod.addr();
-    let body = json!({"model": MODEL, "prompt": "long one", "max_tokens": 5000, "stream": true}).to_string();
+    let body = json!({"model": MODEL, "prompt": "long one", "max_tokens": 5000, "stream": true})
+        .to_string();
     let req = hyper::Request::post(format!("http://{a}/v1/completions"))
         .body(http_body_util::Full::new(bytes::Bytes::from(body)))
         .unwrap();
-    let resp = tokio::time::timeout(TIMEOUT, client().request(req)).await.unwrap().unwrap();
+    let resp = tokio::time::timeout(TIMEOUT, client().request(req))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     wait_state(a, "running request", |s| s["running"] == 1).await;
     drop(resp);
-    let s = wait_state(a, "abort after disconnect", |s| s["running"] == 0 && s["waiting"] == 0).await;
+    let s = wait_state(a, "abort after disconnect", |s| {
+        s["running"] == 0 && s["waiting"] == 0
+    })
+    .await;
     assert_eq!(s["kv_cache_usage"], 0.0);
     // The abort's Finished event is delivered by the next engine step.
     let aborted = "finished_reason=\"abort\",model_name=\"meta-llama/Llama-3.1-8B-Instruct\"} 1.0";
@@ -316,7 +398,9 @@ async fn repeated_prefix_hits_the_cache_and_shows_in_metrics() {
     let first = post(a, "/v1/completions", &body).await.json();
     assert_eq!(first["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
     let second = post(a, "/v1/completions", &body).await.json();
-    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap();
+    let cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
     let prompt_tokens = second["usage"]["prompt_tokens"].as_u64().unwrap();
     assert_eq!(cached, (prompt_tokens - 1) / 16 * 16);
     let s = state(a).await;
@@ -330,8 +414,20 @@ async fn one_process_serves_several_pods() {
     let a = start(pod_config("pod-a", &[])).await;
     let b = start(pod_config("pod-b", &["x"])).await;
     let body = format!(r#"{{"model":"{MODEL}","prompt":"x","max_tokens":1}}"#);
-    assert_eq!(post(a.addr(), "/v1/completions", &body).await.pod.as_deref(), Some("pod-a"));
-    assert_eq!(post(b.addr(), "/v1/completions", &body).await.pod.as_deref(), Some("pod-b"));
+    assert_eq!(
+        post(a.addr(), "/v1/completions", &body)
+            .await
+            .pod
+            .as_deref(),
+        Some("pod-a")
+    );
+    assert_eq!(
+        post(b.addr(), "/v1/completions", &body)
+            .await
+            .pod
+            .as_deref(),
+        Some("pod-b")
+    );
     assert_eq!(state(b.addr()).await["registered_adapters"], json!(["x"]));
     a.shutdown().await;
     b.shutdown().await;

@@ -36,10 +36,14 @@ fn official_openai_client_and_prometheus_parser_agree_with_the_simulator() {
     let mut child = KillOnDrop(
         Command::new(env!("CARGO_BIN_EXE_vllm-sim"))
             .args([
-                "--pod", "sim-py=127.0.0.1:0",
-                "--lora-modules", "sql-lora=/adapters/sql",
-                "--max-loras", "1",
-                "--time-scale", "0.2",
+                "--pod",
+                "sim-py=127.0.0.1:0",
+                "--lora-modules",
+                "sql-lora=/adapters/sql",
+                "--max-loras",
+                "1",
+                "--time-scale",
+                "0.2",
             ])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -54,7 +58,9 @@ fn official_openai_client_and_prometheus_parser_agree_with_the_simulator() {
         let _ = BufReader::new(stdout).read_line(&mut line);
         let _ = tx.send(line);
     });
-    let line = rx.recv_timeout(Duration::from_secs(20)).expect("startup line");
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("startup line");
     let addr = line
         .split_whitespace()
         .nth(4)
@@ -80,7 +86,10 @@ fn official_openai_client_and_prometheus_parser_agree_with_the_simulator() {
         if let Some(status) = py.0.try_wait().unwrap() {
             break status;
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "python check timed out");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "python check timed out"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let stdout = std::fs::read_to_string(out_file.path()).unwrap();

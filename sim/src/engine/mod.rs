@@ -670,7 +670,7 @@ impl Engine {
             }
             if done.is_none() {
                 let req = &mut running[idx];
-                if req.tokens.len() % block_size as usize == 0 {
+                if req.tokens.len().is_multiple_of(block_size as usize) {
                     Self::extend_hashes(self.seed_hash_base(req.adapter), block_size, req);
                 }
                 running.swap(keep, idx);

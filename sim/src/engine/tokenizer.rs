@@ -75,9 +75,9 @@ fn pieces(text: &str) -> impl Iterator<Item = &str> {
 }
 
 fn next_piece_len(s: &str) -> usize {
-    if s.starts_with("<|") {
-        if let Some(end) = s[2..].find("|>") {
-            let name = &s[2..2 + end];
+    if let Some(rest) = s.strip_prefix("<|") {
+        if let Some(end) = rest.find("|>") {
+            let name = &rest[..end];
             if !name.is_empty() && name.len() <= 64 && !name.contains(char::is_whitespace) {
                 return 2 + end + 2;
             }
@@ -87,7 +87,7 @@ fn next_piece_len(s: &str) -> usize {
     let (_, first) = chars.next().expect("non-empty");
     let mut start_class = class_of(first);
     let mut len = first.len_utf8();
-    let mut count = usize::from(start_class != Class::Other);
+    let counted_first = usize::from(start_class != Class::Other);
     if first == ' ' {
         // A space joins the word that follows it.
         match s[1..].chars().next() {
@@ -97,11 +97,10 @@ fn next_piece_len(s: &str) -> usize {
     } else if start_class == Class::Other {
         return len;
     }
-    for (i, c) in chars {
+    for (count, (i, c)) in (counted_first..).zip(chars) {
         if class_of(c) != start_class || count == MAX_WORD_CHARS {
             break;
         }
-        count += 1;
         len = i + c.len_utf8();
     }
     len

@@ -82,7 +82,9 @@ pub async fn send(addr: SocketAddr, method: Method, path: &str, body: &str) -> R
             body,
         }
     };
-    tokio::time::timeout(TIMEOUT, fut).await.expect("reply in time")
+    tokio::time::timeout(TIMEOUT, fut)
+        .await
+        .expect("reply in time")
 }
 
 pub async fn post(addr: SocketAddr, path: &str, body: &str) -> Reply {
@@ -113,6 +115,10 @@ pub async fn wait_state(addr: SocketAddr, what: &str, cond: impl Fn(&Value) -> b
 pub fn sse_events(body: &str) -> Vec<String> {
     body.split("\n\n")
         .filter(|f| !f.is_empty())
-        .map(|f| f.strip_prefix("data: ").unwrap_or_else(|| panic!("bad frame {f:?}")).to_string())
+        .map(|f| {
+            f.strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("bad frame {f:?}"))
+                .to_string()
+        })
         .collect()
 }
