@@ -138,7 +138,9 @@ impl GatewayRoot {
         ) {
             Ok(token) => {
                 let request = pool_state::WatchRequest::default().encode_to_vec();
-                match hostcalls::send_grpc_stream_message(token, Some(&request), false) {
+                // Half-close: Watch is server-streaming, and a tonic server
+                // only starts the handler once the request stream has ended.
+                match hostcalls::send_grpc_stream_message(token, Some(&request), true) {
                     Ok(()) => {
                         self.stream = Some(token);
                         self.last_message_ms = now;
