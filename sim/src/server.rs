@@ -88,6 +88,11 @@ pub struct PodState {
     created_unix: u64,
     stop: watch::Sender<bool>,
     crashed: AtomicBool,
+    /// Wall-clock microseconds the engine loop meant to spend in steps, and
+    /// how much later than planned it actually woke: their ratio says whether
+    /// this process keeps up with the simulated GPU.
+    step_wall_us: AtomicU64,
+    overrun_wall_us: AtomicU64,
 }
 
 impl PodState {
@@ -119,6 +124,8 @@ impl PodState {
             created_unix: unix_now() as u64,
             stop,
             crashed: AtomicBool::new(false),
+            step_wall_us: AtomicU64::new(0),
+            overrun_wall_us: AtomicU64::new(0),
         })
     }
 
@@ -624,7 +631,7 @@ async fn engine_loop(pod: Arc<PodState>) {
                 _ = stop.changed() => {}
             }
         }
-        let (end, events) = {
+        let (end, duration, events) = {
             let mut core = lock(&pod.core);
             let start = pod.sim_now(&core);
             let result = core.engine.step(start);
@@ -632,7 +639,7 @@ async fn engine_loop(pod: Arc<PodState>) {
             if scale <= 0.0 {
                 core.virtual_now = end;
             }
-            (end, result.events)
+            (end, result.duration_s, result.events)
         };
         if scale > 0.0 {
             let deadline = pod.started + Duration::from_secs_f64(end * scale);
@@ -640,6 +647,11 @@ async fn engine_loop(pod: Arc<PodState>) {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
                 _ = stop.changed() => return,
             }
+            let late = Instant::now().saturating_duration_since(deadline);
+            pod.overrun_wall_us
+                .fetch_add(late.as_micros() as u64, Ordering::Relaxed);
+            pod.step_wall_us
+                .fetch_add((duration * scale * 1e6) as u64, Ordering::Relaxed);
         } else {
             tokio::task::yield_now().await;
         }
@@ -813,6 +825,14 @@ async fn admin_state(State(pod): PodRef) -> Response {
         o.insert("time_scale".into(), json!(pod.config.time_scale));
         o.insert("sim_time_s".into(), json!(sim_time));
         o.insert("faults".into(), json!(pod.faults()));
+        o.insert(
+            "step_wall_s".into(),
+            json!(pod.step_wall_us.load(Ordering::Relaxed) as f64 / 1e6),
+        );
+        o.insert(
+            "overrun_wall_s".into(),
+            json!(pod.overrun_wall_us.load(Ordering::Relaxed) as f64 / 1e6),
+        );
     }
     axum::Json(v).into_response()
 }
