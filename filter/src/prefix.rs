@@ -83,7 +83,9 @@ fn hash_with_seed(seed: u64, bytes: &[u8]) -> u64 {
     }
     let mut tail = [0u8; 8];
     let rest = words.remainder();
-    tail[..rest.len()].copy_from_slice(rest);
+    if let Some(head) = tail.get_mut(..rest.len()) {
+        head.copy_from_slice(rest);
+    }
     h = (h ^ u64::from_le_bytes(tail)).wrapping_mul(MUL);
     mix64(h)
 }
