@@ -224,7 +224,21 @@ impl GatewayHttp {
         Action::Continue
     }
 
+    /// Methods that carry no OpenAI body (`GET /v1/models`) are balanced by
+    /// load alone; anything else needs a body naming the model.
+    fn route_without_body(&mut self) -> Action {
+        let method = self.header(":method").unwrap_or_default();
+        if matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+            self.route(None)
+        } else {
+            self.reply(&crate::request::BodyError::Empty.into())
+        }
+    }
+
     fn route_buffered_body(&mut self, size: usize) -> Action {
+        if size == 0 {
+            return self.route_without_body();
+        }
         match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, size) {
             Ok(body) => {
                 let body = body.unwrap_or_default();
@@ -283,12 +297,7 @@ impl HttpContext for GatewayHttp {
             return self.reply(&GatewayError::body_too_large(limit));
         }
         if end_of_stream {
-            let method = self.header(":method").unwrap_or_default();
-            return if matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
-                self.route(None)
-            } else {
-                self.reply(&crate::request::BodyError::Empty.into())
-            };
+            return self.route_without_body();
         }
         // Hold the headers until the body decides (needs
         // `allow_on_headers_stop_iteration: true` in the filter config).

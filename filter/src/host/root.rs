@@ -26,7 +26,7 @@ use super::{log, now_ms, now_nanos, shared};
 const TICK_MS: u64 = 100;
 const LEASE_TTL_MS: u64 = 800;
 const BACKOFF_MIN_MS: u64 = 100;
-const BACKOFF_MAX_MS: u64 = 5_000;
+const BACKOFF_MAX_MS: u64 = 2_000;
 
 pub(crate) struct GatewayRoot {
     context_id: u32,
