@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
+import re
 import sys
 from pathlib import Path
 
@@ -72,6 +74,8 @@ def write_tokenizer(out_dir: Path) -> None:
     tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=False)
     tokenizer.add_special_tokens(list(SPECIAL_TOKENS.values()))
 
+    check_round_trip(tokenizer, len(vocab))
+
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer.save(str(out_dir / "tokenizer.json"))
     config = {
@@ -84,11 +88,28 @@ def write_tokenizer(out_dir: Path) -> None:
     (out_dir / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
 
 
+def check_round_trip(tokenizer: Tokenizer, vocab_size: int) -> None:
+    """inference-perf sizes prompts by decoding random ids and re-counting; with this
+    tokenizer that must be exact, and the simulator must count the same text alike."""
+    rng = random.Random(7)
+    first_word = len(SPECIAL_TOKENS)
+    ids = [rng.randrange(first_word, vocab_size) for _ in range(500)]
+    text = tokenizer.decode(ids)
+    if tokenizer.encode(text).ids != ids:
+        raise RuntimeError("generated tokenizer does not round-trip its own vocabulary")
+    if len(re.findall(r" ?[a-z]{1,%d}" % MAX_WORD_LETTERS, text)) != len(ids) or len(text.split()) != len(ids):
+        raise RuntimeError("generated text would not count alike in the simulator's tokenizer")
+
+
 def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print(__doc__.strip().splitlines()[-1], file=sys.stderr)
         return 2
-    write_tokenizer(Path(argv[1]))
+    try:
+        write_tokenizer(Path(argv[1]))
+    except (OSError, RuntimeError) as e:
+        print(f"make_tokenizer: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -4,9 +4,8 @@ The workload files in this folder state their stage rates in *simulated* request
 per second. The simulator can run slower than real time (--time-scale X: X wall
 seconds per simulated second) so this 2-core machine can drive the load; the same
 simulated load then arrives X times less often in wall time. This script divides
-the rates by X (and multiplies stage durations by nothing: durations are wall
-time), and fills in where to send requests, the local tokenizer, and the report
-folder.
+the rates by X (stage durations stay wall-clock seconds) and fills in where to
+send requests, the local tokenizer and the report folder.
 
 Usage: python render_config.py WORKLOAD.yaml --base-url URL --tokenizer DIR
                                 --report-dir DIR --time-scale X [--duration S]
