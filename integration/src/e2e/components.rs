@@ -56,9 +56,11 @@ impl SimFleet {
         let client = HttpClient::new();
         for pod in &self.pods {
             let url = format!("{}/health", pod.url());
-            let waited = wait_until(&format!("pod {} at {url}", pod.name), START_TIMEOUT, || async {
-                Ok(client.get(&url).await?.status.is_success())
-            })
+            let waited = wait_until(
+                &format!("pod {} at {url}", pod.name),
+                START_TIMEOUT,
+                || async { Ok(client.get(&url).await?.status.is_success()) },
+            )
             .await;
             if let Err(e) = waited {
                 bail!("{e:#}\n{}", self.logs());
@@ -79,8 +81,15 @@ impl SimFleet {
     /// `{"pause_engine": true}` to hold its queue.
     pub async fn set_faults(&self, pod: &str, faults: serde_json::Value) -> Result<()> {
         let url = format!("{}/admin/faults", self.pod(pod).url());
-        let reply = HttpClient::new().post(&url, &[], faults.to_string()).await?;
-        anyhow::ensure!(reply.status.is_success(), "{url}: {} {}", reply.status, reply.text());
+        let reply = HttpClient::new()
+            .post(&url, &[], faults.to_string())
+            .await?;
+        anyhow::ensure!(
+            reply.status.is_success(),
+            "{url}: {} {}",
+            reply.status,
+            reply.text()
+        );
         Ok(())
     }
 
@@ -148,8 +157,17 @@ impl Collector {
     }
 
     /// Waits until every pod appears, ready and freshly scraped, in the pool
-    /// the caller expects it in.
+    /// the caller expects it in (`None`: in any pool).
     pub async fn wait_for_pods(&self, expected: &[(&str, SocketAddr)]) -> Result<()> {
+        let expected: Vec<(Option<&str>, SocketAddr)> = expected
+            .iter()
+            .map(|(pool, addr)| (Some(*pool), *addr))
+            .collect();
+        self.wait_for_endpoints(&expected).await
+    }
+
+    /// Like [`Collector::wait_for_pods`], with the pool optional.
+    pub async fn wait_for_endpoints(&self, expected: &[(Option<&str>, SocketAddr)]) -> Result<()> {
         let waited = wait_until("collector to publish every pod", START_TIMEOUT, || async {
             let snapshot = self.snapshot().await?;
             for (pool, addr) in expected {
@@ -157,11 +175,11 @@ impl Collector {
                 let ready = snapshot
                     .pools
                     .iter()
-                    .filter(|p| p.name == *pool)
+                    .filter(|p| pool.is_none_or(|name| p.name == name))
                     .flat_map(|p| &p.endpoints)
                     .any(|e| e.address == address && e.ready && e.metrics_age_ms < 1000);
                 if !ready {
-                    bail!("{address} not (yet) a ready endpoint of pool {pool}");
+                    bail!("{address} not (yet) a ready endpoint of pool {pool:?}");
                 }
             }
             Ok(true)
