@@ -177,11 +177,7 @@ impl Scheduler {
                 index,
                 endpoint,
                 inflight: inflight.get(index).copied().unwrap_or(0),
-                saturated: self.config.saturation.endpoint_saturation(
-                    endpoint,
-                    snapshot_age_ms,
-                    stale_ms,
-                ) >= 1.0,
+                saturated: false,
             })
             .collect();
         if candidates.is_empty() {
@@ -196,10 +192,26 @@ impl Scheduler {
         if metrics_fresh {
             candidates.retain(|c| fresh(c.endpoint));
         }
-        // Filter: able to serve the adapter without waiting for a slot, when any is.
+        // Saturation by the metrics at hand: when every candidate is stale,
+        // staleness no longer tells them apart, so it is not held against any.
+        let judged_stale_after = if metrics_fresh { stale_ms } else { u32::MAX };
+        for c in &mut candidates {
+            c.saturated = self.config.saturation.endpoint_saturation(
+                c.endpoint,
+                snapshot_age_ms,
+                judged_stale_after,
+            ) >= 1.0;
+        }
+        // Filter (LoRA affinity, as GIE's): pods with the adapter resident and
+        // spare capacity; else pods that can load it without evicting; else all.
+        // Saturated resident pods do not count, so a popular adapter spreads to
+        // free slots instead of piling onto the one pod that has it.
         if let Some(adapter) = request.adapter {
+            let resident = |c: &Candidate| c.endpoint.has_running_adapter(adapter) && !c.saturated;
             let capable = |c: &Candidate| lora_affinity(c.endpoint, adapter) >= 0.8;
-            if candidates.iter().any(capable) {
+            if candidates.iter().any(resident) {
+                candidates.retain(resident);
+            } else if candidates.iter().any(capable) {
                 candidates.retain(capable);
             }
         }
@@ -493,13 +505,15 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn adapter_requests_avoid_pods_that_would_have_to_evict() {
-        let p = lora_pool();
+        let mut p = lora_pool();
+        // The resident pod is saturated: it no longer wins by residency alone.
+        p.endpoints[0].waiting = 5;
         let req = RequestFeatures::new(&p, "food-review", b"", &PrefixConfig::default());
         assert_eq!(req.adapter, Some(0));
         for rand in 0..20 {
             let pick = scheduler().pick(&p, &req, &[], 0, rand).unwrap();
-            assert_ne!(pick.endpoint, 2, "c would evict");
-            assert_eq!(pick.candidates, 2);
+            // a stays a candidate (it has the adapter) but loses on load.
+            assert_eq!((pick.endpoint, pick.candidates), (1, 2), "c would evict");
         }
         // Base model: c (idle, empty kv) wins on load.
         let base = RequestFeatures::new(
@@ -514,17 +528,23 @@ mod tests {
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
-    fn resident_adapter_wins_when_load_is_similar() {
-        let mut p = lora_pool();
-        p.endpoints[0].waiting = 0;
-        p.endpoints[0].kv_cache_usage = 0.1;
+    fn resident_adapter_with_capacity_wins_even_when_others_are_idler() {
+        let p = lora_pool(); // a: resident, 1 waiting, kv 0.3; b and c idler
         let req = RequestFeatures::new(&p, "food-review", b"", &PrefixConfig::default());
         for rand in 0..20 {
-            assert_eq!(
-                scheduler().pick(&p, &req, &[], 0, rand).unwrap().endpoint,
-                0
-            );
+            let pick = scheduler().pick(&p, &req, &[], 0, rand).unwrap();
+            assert_eq!((pick.endpoint, pick.candidates), (0, 1));
         }
+        // A stale resident pod is filtered out while others are fresh...
+        let mut stale = p.clone();
+        stale.endpoints[0].metrics_age_ms = 10_000;
+        assert_eq!(
+            scheduler().pick(&stale, &req, &[], 0, 0).unwrap().endpoint,
+            1
+        );
+        // ... but when every pod is stale, residency still decides.
+        let pick = scheduler().pick(&p, &req, &[], 5_000, 0).unwrap();
+        assert_eq!((pick.endpoint, pick.metrics_fresh), (0, false));
     }
 
     fn prompt(group: u32, turn: u32) -> Vec<u8> {
