@@ -88,11 +88,11 @@ pub struct PodState {
     created_unix: u64,
     stop: watch::Sender<bool>,
     crashed: AtomicBool,
-    /// Wall-clock microseconds the engine loop meant to spend in steps, and
-    /// how much later than planned it actually woke: their ratio says whether
+    /// Wall-clock microseconds of simulated steps, and of simulated time the
+    /// loop gave up because it fell too far behind: their ratio says whether
     /// this process keeps up with the simulated GPU.
     step_wall_us: AtomicU64,
-    overrun_wall_us: AtomicU64,
+    lost_wall_us: AtomicU64,
 }
 
 impl PodState {
@@ -125,7 +125,7 @@ impl PodState {
             stop,
             crashed: AtomicBool::new(false),
             step_wall_us: AtomicU64::new(0),
-            overrun_wall_us: AtomicU64::new(0),
+            lost_wall_us: AtomicU64::new(0),
         })
     }
 
@@ -612,11 +612,21 @@ fn stream_response(started: Started) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// Steps the engine while it has work and is not paused, sleeping each step's
-/// duration (times the time scale) and then delivering its events.
+/// How far (in wall-clock time) the engine loop may run behind and still keep
+/// the simulated clock continuous. Timer wake-ups are late by up to a
+/// millisecond or so; starting each step exactly where the previous one ended
+/// keeps those delays from adding up. Beyond this window the process is
+/// overloaded and the simulated time it cannot keep up with is given up
+/// (counted in `lost_wall_s`).
+const CATCH_UP_WALL_S: f64 = 0.025;
+
+/// Steps the engine while it has work and is not paused, sleeping until each
+/// step's end (times the time scale) and then delivering its events.
 async fn engine_loop(pod: Arc<PodState>) {
     let mut stop = pod.stop.subscribe();
     let scale = pod.config.time_scale;
+    // End of the previous step while the engine has stayed busy since.
+    let mut prev_end: Option<f64> = None;
     loop {
         loop {
             if *stop.borrow() {
@@ -626,6 +636,7 @@ async fn engine_loop(pod: Arc<PodState>) {
             if ready {
                 break;
             }
+            prev_end = None;
             tokio::select! {
                 _ = pod.wake.notified() => {}
                 _ = stop.changed() => {}
@@ -633,7 +644,20 @@ async fn engine_loop(pod: Arc<PodState>) {
         }
         let (end, duration, events) = {
             let mut core = lock(&pod.core);
-            let start = pod.sim_now(&core);
+            let now = pod.sim_now(&core);
+            let start = match prev_end {
+                Some(p) if scale > 0.0 => {
+                    let floor = now - CATCH_UP_WALL_S / scale;
+                    if p >= floor {
+                        p
+                    } else {
+                        pod.lost_wall_us
+                            .fetch_add(((floor - p) * scale * 1e6) as u64, Ordering::Relaxed);
+                        floor
+                    }
+                }
+                _ => now,
+            };
             let result = core.engine.step(start);
             let end = start + result.duration_s;
             if scale <= 0.0 {
@@ -647,14 +671,12 @@ async fn engine_loop(pod: Arc<PodState>) {
                 _ = tokio::time::sleep_until(deadline.into()) => {}
                 _ = stop.changed() => return,
             }
-            let late = Instant::now().saturating_duration_since(deadline);
-            pod.overrun_wall_us
-                .fetch_add(late.as_micros() as u64, Ordering::Relaxed);
             pod.step_wall_us
                 .fetch_add((duration * scale * 1e6) as u64, Ordering::Relaxed);
         } else {
             tokio::task::yield_now().await;
         }
+        prev_end = Some(end);
         pod.deliver(end, events);
     }
 }
@@ -830,8 +852,8 @@ async fn admin_state(State(pod): PodRef) -> Response {
             json!(pod.step_wall_us.load(Ordering::Relaxed) as f64 / 1e6),
         );
         o.insert(
-            "overrun_wall_s".into(),
-            json!(pod.overrun_wall_us.load(Ordering::Relaxed) as f64 / 1e6),
+            "lost_wall_s".into(),
+            json!(pod.lost_wall_us.load(Ordering::Relaxed) as f64 / 1e6),
         );
     }
     axum::Json(v).into_response()

@@ -64,7 +64,7 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-/// Sum over pods of (planned step wall time, wake-up overrun) from /admin/state.
+/// Sum over pods of (simulated step wall time, wall time given up) from /admin/state.
 async fn loop_times(client: &HttpClient, addrs: &[String]) -> (f64, f64) {
     let mut t = (0.0, 0.0);
     for a in addrs {
@@ -72,7 +72,7 @@ async fn loop_times(client: &HttpClient, addrs: &[String]) -> (f64, f64) {
             serde_json::from_str(&get_text(client, format!("http://{a}/admin/state")).await)
                 .unwrap_or_default();
         t.0 += v["step_wall_s"].as_f64().unwrap_or(0.0);
-        t.1 += v["overrun_wall_s"].as_f64().unwrap_or(0.0);
+        t.1 += v["lost_wall_s"].as_f64().unwrap_or(0.0);
     }
     t
 }
@@ -229,7 +229,7 @@ fn main() {
             let elapsed = start.elapsed().as_secs_f64();
             let cpu = (cpu_seconds(pid) - cpu0) / elapsed * 100.0;
             let loop1 = loop_times(&client, &addrs).await;
-            let (busy, overrun) = (loop1.0 - loop0.0, loop1.1 - loop0.1);
+            let (busy, lost) = (loop1.0 - loop0.0, loop1.1 - loop0.1);
             let mut after = (0.0, 0.0);
             for a in &addrs {
                 let (s, c) = metric_sum_count(&get_text(&client, format!("http://{a}/metrics")).await, "vllm:inter_token_latency_seconds");
@@ -238,10 +238,9 @@ fn main() {
             let model_itl = if after.1 > before.1 { (after.0 - before.0) / (after.1 - before.1) } else { f64::NAN };
             let samples = totals.itl_samples.load(Ordering::Relaxed).max(1);
             let client_itl = totals.itl_us_sum.load(Ordering::Relaxed) as f64 / samples as f64 / 1e6;
-            // The model's ITL is measured on the simulated clock, which also
-            // absorbs the loop's late wake-ups; take those out to get the
-            // latency the performance model intended.
-            let loop_lag = if busy > 0.0 { 1.0 + overrun / busy } else { 1.0 };
+            // The simulated ITL includes time the loop gave up when it fell
+            // behind; add that back to compare with what the model intended.
+            let loop_lag = if busy > 0.0 { 1.0 + lost / busy } else { 1.0 };
             let lag = client_itl / model_itl * loop_lag;
             let errors = totals.errors.load(Ordering::Relaxed);
             let ok = errors == 0 && lag <= 1.10;
