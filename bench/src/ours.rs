@@ -2,9 +2,13 @@
 //! linked natively — the same `Scheduler::pick` the wasm filter runs in Envoy.
 //!
 //! Like a filter worker, the picker decodes the pool snapshot into a `PoolView`
-//! once per snapshot version and keeps it until the next one arrives.
+//! once per snapshot version and keeps it until the next one arrives, and reads
+//! each request from the JSON body a client would send, with the filter's own
+//! body scanner (`request::parse_request`), so the prefix hashes cover exactly
+//! the bytes they cover in Envoy.
 
 use gateway_filter::prefix::PrefixConfig;
+use gateway_filter::request::parse_request;
 use gateway_filter::scheduling::{RequestFeatures, Scheduler, SchedulerConfig, ScorerWeights};
 use gateway_filter::state::PoolView;
 
@@ -108,12 +112,26 @@ impl Policy for OursPicker {
             self.view = Some((input.snapshot_version, PoolView::from_pool(input.pool)));
         }
         let (_, view) = self.view.as_ref().expect("view just set");
-        let features = RequestFeatures::new(
-            view,
-            input.request.model(),
-            input.request.prompt.as_bytes(),
-            &self.scheduler.config().prefix,
-        );
+        let spec = input.request;
+        let body = serde_json::json!({
+            "model": spec.model(),
+            "prompt": spec.prompt,
+            "max_tokens": spec.max_tokens,
+            "stream": true,
+        })
+        .to_string();
+        let features = match parse_request(body.as_bytes()) {
+            Ok(parsed) => RequestFeatures::new(
+                view,
+                &parsed.model,
+                parsed.prompt(body.as_bytes()),
+                &self.scheduler.config().prefix,
+            ),
+            // The body is built by serde_json above; a scanner error would be a
+            // filter bug, and routing without features is what the filter would
+            // not do either: fail loudly.
+            Err(e) => panic!("the filter's body scanner rejected a valid body: {e}"),
+        };
         match self.scheduler.pick(
             view,
             &features,

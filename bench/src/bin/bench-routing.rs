@@ -57,10 +57,12 @@ struct Args {
     /// Gateway replicas for the main sweep.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
-    /// Replica counts compared on the shared-prefix workload at 80% load
-    /// (issue 7); empty to skip.
+    /// Replica counts compared on the shared-prefix workload at 80% load (issue 7).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     replica_study: Vec<usize>,
+    /// Skip the replica study.
+    #[arg(long)]
+    no_replica_study: bool,
     /// Skip the saturation search and use these rates (req/s) for 100% load,
     /// e.g. `--saturation shared-prefix=14.2,sharegpt=120`.
     #[arg(long, value_delimiter = ',')]
@@ -201,9 +203,10 @@ fn real_main() -> anyhow::Result<()> {
             Some(r) => *r,
             None => {
                 let t = Instant::now();
-                let probe_duration = if quick { 15.0 } else { 60.0 };
+                // Probes as long as the runs: a rate that only looks
+                // sustainable for a shorter time (KV cache still filling) is not.
                 let guess = 2.0 * pods as f64;
-                let r = find_saturation(&generator, kind, &sim, probe_duration, guess)?;
+                let r = find_saturation(&generator, kind, &sim, duration, guess)?;
                 eprintln!(
                     "saturation of {kind}: {r:.2} req/s ({REFERENCE_POLICY} keeps up), found in {:.1?}",
                     t.elapsed()
@@ -250,7 +253,7 @@ fn real_main() -> anyhow::Result<()> {
 
     // 3. Gateway replicas on shared-prefix at 80% load (issue 7).
     let mut replica_points = Vec::new();
-    if !args.replica_study.is_empty() && workloads.contains(&WorkloadKind::SharedPrefix) {
+    if !args.no_replica_study && workloads.contains(&WorkloadKind::SharedPrefix) {
         let rate = saturation[&WorkloadKind::SharedPrefix] * 0.8;
         let study_policies: Vec<PolicyKind> = policies
             .iter()
