@@ -12,7 +12,7 @@ export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
 export LLMGW_VENV := $(CURDIR)/$(VENV)
 
 .PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e lint fmt \
-        demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm clean
+        demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-sim clean
 
 setup:
 	@./scripts/setup.sh
@@ -56,6 +56,11 @@ demo: build
 
 bench-routing:
 	$(CARGO) run --release -p routing-bench --bin bench-routing
+
+# How many concurrent streams one vllm-sim process sustains (see BENCHMARKS.md).
+bench-sim:
+	$(CARGO) build --release -p vllm-sim
+	./target/release/bench-sim
 
 bench-collector: setup
 	$(CARGO) build --release -p vllm-sim -p sidecar-collector

@@ -7,7 +7,7 @@
 //! A level is sustained when there are no errors and clients see at most 10%
 //! more latency than the model.
 //!
-//!   bench-sim [--pods 8] [--levels 64,256,512,1024] [--seconds 8] [--max-tokens 128]
+//!   bench-sim [--pods 8] [--levels 64,128,256,384,512,1024] [--seconds 8] [--max-tokens 128]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -26,7 +26,7 @@ struct Args {
     #[arg(long, default_value_t = 8)]
     pods: usize,
     /// Concurrent streams to try, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "64,256,512,1024")]
+    #[arg(long, value_delimiter = ',', default_value = "64,128,256,384,512,1024")]
     levels: Vec<usize>,
     /// Measurement time per level.
     #[arg(long, default_value_t = 8)]
