@@ -1,0 +1,150 @@
+//! The `llmgw.poolstate.v1.PoolState` gRPC service: a server-streaming Watch
+//! and a unary Get over the latest published snapshot.
+
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use pool_state::pool_state_server::{PoolState, PoolStateServer};
+use pool_state::{GetRequest, Snapshot, WatchRequest};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::telemetry::Telemetry;
+
+/// Serves the snapshots the publisher sends on its watch channel.
+#[derive(Clone)]
+pub struct PoolStateService {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    default_min_interval: Duration,
+    telemetry: Arc<Telemetry>,
+}
+
+impl PoolStateService {
+    pub fn new(
+        snapshots: watch::Receiver<Arc<Snapshot>>,
+        default_min_interval: Duration,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
+        Self {
+            snapshots,
+            default_min_interval,
+            telemetry,
+        }
+    }
+
+    pub fn into_server(self) -> PoolStateServer<Self> {
+        PoolStateServer::new(self)
+    }
+}
+
+/// The snapshot restricted to `pools` (all pools when empty).
+fn filtered(snapshot: &Snapshot, pools: &[String]) -> Snapshot {
+    if pools.is_empty() {
+        return snapshot.clone();
+    }
+    Snapshot {
+        version: snapshot.version,
+        collector_id: snapshot.collector_id.clone(),
+        generated_unix_ms: snapshot.generated_unix_ms,
+        pools: snapshot
+            .pools
+            .iter()
+            .filter(|p| pools.contains(&p.name))
+            .cloned()
+            .collect(),
+    }
+}
+
+/// Counts open Watch streams; decrements when the stream is dropped.
+struct StreamGuard(Arc<Telemetry>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.watch_streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<Snapshot, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl PoolState for PoolStateService {
+    type WatchStream = SnapshotStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let min_interval = match request.min_interval_ms {
+            0 => self.default_min_interval,
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        let mut rx = self.snapshots.clone();
+        rx.mark_changed(); // the current snapshot goes out at once
+        self.telemetry.watch_streams.fetch_add(1, Ordering::Relaxed);
+        let guard = StreamGuard(self.telemetry.clone());
+        let state = (rx, request.pools, None::<tokio::time::Instant>, guard);
+        let stream =
+            futures::stream::unfold(state, move |(mut rx, pools, last_sent, guard)| async move {
+                loop {
+                    if let Some(last) = last_sent {
+                        tokio::time::sleep_until(last + min_interval).await;
+                    }
+                    if rx.changed().await.is_err() {
+                        return None; // the collector is shutting down
+                    }
+                    let snapshot = rx.borrow_and_update().clone();
+                    if snapshot.version == 0 {
+                        continue; // nothing published yet
+                    }
+                    let message = filtered(&snapshot, &pools);
+                    let now = tokio::time::Instant::now();
+                    return Some((Ok(message), (rx, pools, Some(now), guard)));
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Snapshot>, Status> {
+        let snapshot = self.snapshots.borrow().clone();
+        if snapshot.version == 0 {
+            return Err(Status::unavailable("no snapshot published yet"));
+        }
+        Ok(Response::new(filtered(
+            &snapshot,
+            &request.into_inner().pools,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pool_state::Pool;
+
+    #[test]
+    fn filter_keeps_named_pools_only() {
+        let snapshot = Snapshot {
+            version: 3,
+            collector_id: "c".into(),
+            generated_unix_ms: 1,
+            pools: ["a", "b", "c"]
+                .iter()
+                .map(|n| Pool {
+                    name: n.to_string(),
+                    ..Pool::default()
+                })
+                .collect(),
+        };
+        let names = |s: &Snapshot| s.pools.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&filtered(&snapshot, &[])), vec!["a", "b", "c"]);
+        assert_eq!(
+            names(&filtered(&snapshot, &["c".into(), "zz".into()])),
+            vec!["c"]
+        );
+        assert_eq!(filtered(&snapshot, &["c".into()]).version, 3);
+    }
+}
