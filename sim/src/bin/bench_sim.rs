@@ -8,6 +8,10 @@
 //! more latency than the model.
 //!
 //!   bench-sim [--pods 8] [--levels 64,128,256,384,512,1024] [--seconds 8] [--max-tokens 128]
+//!
+//! `bench-sim --engine-only` instead measures the engine library alone in
+//! virtual time (what the routing benchmark runs): one engine, a steady
+//! arrival stream, wall time per simulated step and request.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +38,68 @@ struct Args {
     /// Tokens per streamed completion.
     #[arg(long, default_value_t = 128)]
     max_tokens: u32,
+    /// Measure the engine library in virtual time instead of the server.
+    #[arg(long)]
+    engine_only: bool,
+    /// Requests for --engine-only.
+    #[arg(long, default_value_t = 20_000)]
+    requests: u64,
+    /// Arrival rate (requests per simulated second) for --engine-only.
+    #[arg(long, default_value_t = 40.0)]
+    rate: f64,
+}
+
+/// The engine alone, in virtual time: 512-token prompts sharing a 256-token
+/// prefix, `--max-tokens` outputs, evenly spaced arrivals.
+fn engine_only(args: &Args) {
+    use vllm_sim::engine::{Engine, EngineConfig, EngineEvent, EngineRequest};
+    let mut engine = Engine::new(EngineConfig::default(), 1);
+    let shared: Vec<u32> = (0..256).map(|i| i * 13 % 128_000).collect();
+    let gap = 1.0 / args.rate;
+    let (mut now, mut next_id, mut finished, mut steps, mut tokens) =
+        (0.0f64, 0u64, 0u64, 0u64, 0u64);
+    let wall = Instant::now();
+    while finished < args.requests {
+        while next_id < args.requests && next_id as f64 * gap <= now {
+            let mut prompt = shared.clone();
+            prompt.extend((0..256).map(|i| (next_id as u32 * 7919 + i) % 128_000));
+            engine
+                .add_request(EngineRequest {
+                    id: next_id,
+                    prompt_tokens: prompt,
+                    max_tokens: args.max_tokens,
+                    adapter: None,
+                    ignore_eos: true,
+                })
+                .expect("valid request");
+            next_id += 1;
+        }
+        if !engine.has_work() {
+            now = next_id as f64 * gap;
+            continue;
+        }
+        let r = engine.step(now);
+        steps += 1;
+        now += r.duration_s;
+        for e in r.events {
+            match e {
+                EngineEvent::Finished { .. } => finished += 1,
+                EngineEvent::Token { .. } => tokens += 1,
+                _ => {}
+            }
+        }
+    }
+    let secs = wall.elapsed().as_secs_f64();
+    let s = engine.stats();
+    println!(
+        "engine-only: {} requests, {steps} steps, {tokens} tokens, {now:.1} simulated s in {secs:.2} wall s: \
+         {:.2} us/step, {:.1} us/request, {:.0}x real time (prefix hits {:.0}%)",
+        args.requests,
+        secs / steps as f64 * 1e6,
+        secs / args.requests as f64 * 1e6,
+        now / secs,
+        100.0 * s.prefix_hits_tokens as f64 / s.prefix_queries_tokens.max(1) as f64
+    );
 }
 
 struct KillOnDrop(Child);
@@ -142,6 +208,10 @@ async fn one_stream(client: &HttpClient, addr: &str, body: Bytes) -> Option<(u64
 
 fn main() {
     let args = Args::parse();
+    if args.engine_only {
+        engine_only(&args);
+        return;
+    }
     let exe = std::env::current_exe().expect("own path");
     let sim = exe.with_file_name("vllm-sim");
     assert!(
