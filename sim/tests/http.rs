@@ -443,3 +443,55 @@ async fn legacy_metric_name_on_request() {
     assert!(!m.contains("vllm:kv_cache_usage_perc"));
     pod.shutdown().await;
 }
+
+/// e2e latency sum from /metrics (simulated seconds).
+async fn e2e_sum(addr: std::net::SocketAddr) -> f64 {
+    let text = get(addr, "/metrics").await.text();
+    text.lines()
+        .find(|l| l.starts_with("vllm:e2e_request_latency_seconds_sum{"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("e2e sum")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_scale_stretches_wall_clock_but_not_simulated_latency() {
+    let mut cfg = pod_config("p", &[]);
+    cfg.time_scale = 4.0;
+    let pod = start(cfg).await;
+    let body = json!({"model": MODEL, "prompt": "x", "max_tokens": 30}).to_string();
+    let t = std::time::Instant::now();
+    assert_eq!(
+        post(pod.addr(), "/v1/completions", &body).await.status,
+        StatusCode::OK
+    );
+    let wall = t.elapsed().as_secs_f64();
+    let sim = e2e_sum(pod.addr()).await;
+    // 30 decode steps of ~6.9 ms each on the model's clock.
+    assert!((0.15..0.5).contains(&sim), "simulated e2e {sim}");
+    assert!(
+        wall >= 3.0 * sim,
+        "wall {wall} should be ~4x simulated {sim}"
+    );
+    pod.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_scale_zero_runs_on_a_virtual_clock() {
+    let mut cfg = pod_config("p", &[]);
+    cfg.time_scale = 0.0;
+    let pod = start(cfg).await;
+    let body = json!({"model": MODEL, "prompt": "x", "max_tokens": 2000}).to_string();
+    let t = std::time::Instant::now();
+    let r = post(pod.addr(), "/v1/completions", &body).await;
+    assert_eq!(r.json()["usage"]["completion_tokens"], 2000);
+    let sim = e2e_sum(pod.addr()).await;
+    assert!(
+        sim > 10.0,
+        "2000 decode steps take > 10 simulated s, got {sim}"
+    );
+    assert!(
+        t.elapsed().as_secs_f64() < sim / 2.0,
+        "virtual time must run faster than real time"
+    );
+    pod.shutdown().await;
+}
