@@ -289,12 +289,14 @@ pub struct Engine {
     seed: u64,
     pool: BlockPool,
     running: Vec<Request>,
+    /// Empty buffer swapped with `running` each step (avoids reallocating).
+    running_spare: Vec<Request>,
     waiting: VecDeque<Request>,
     live_ids: HashSet<u64, BuildPrehashed>,
     adapters: Vec<Adapter>,
     adapter_index: HashMap<String, u32>,
-    /// Adapters in GPU slots with the step they were last scheduled in.
-    resident: Vec<(u32, u64)>,
+    /// Adapters in GPU slots with the time a request of theirs was last admitted.
+    resident: Vec<(u32, f64)>,
     active_adapters: u32,
     pending_events: Vec<EngineEvent>,
     skipped: Vec<Request>,
@@ -319,6 +321,7 @@ impl Engine {
             config,
             seed,
             running: Vec::new(),
+            running_spare: Vec::new(),
             waiting: VecDeque::new(),
             live_ids: HashSet::default(),
             adapters: Vec::new(),
@@ -427,11 +430,9 @@ impl Engine {
         !self.running.is_empty() || !self.waiting.is_empty() || !self.pending_events.is_empty()
     }
 
-    /// Runs one continuous-batching step that starts at `now_s`. The engine
-    /// keeps no clock; `now_s` is accepted so callers state when the step runs
-    /// and may be used by future time-dependent policies.
+    /// Runs one continuous-batching step that starts at `now_s` (the caller's
+    /// clock; the engine uses it to order LoRA slot evictions by recency).
     pub fn step(&mut self, now_s: f64) -> StepResult {
-        let _ = now_s;
         let mut events = std::mem::take(&mut self.pending_events);
         if self.running.is_empty() && self.waiting.is_empty() {
             return StepResult {
@@ -444,7 +445,7 @@ impl Engine {
         let preempted = self.schedule_running(&mut budget, &mut events);
         let mut adapter_loads = 0u32;
         if !preempted {
-            adapter_loads = self.admit_waiting(&mut budget);
+            adapter_loads = self.admit_waiting(&mut budget, now_s);
         }
 
         let mut work = StepWork::default();
@@ -529,7 +530,7 @@ impl Engine {
     }
 
     /// Admits waiting requests FCFS; returns how many adapters were loaded.
-    fn admit_waiting(&mut self, budget: &mut u32) -> u32 {
+    fn admit_waiting(&mut self, budget: &mut u32, now_s: f64) -> u32 {
         let block_size = self.config.block_size;
         let mut loads = 0;
         while *budget > 0 && (self.running.len() as u32) < self.config.max_num_seqs {
@@ -592,7 +593,7 @@ impl Engine {
                 if adapter.running == 1 {
                     self.active_adapters += 1;
                 }
-                if self.make_resident(a) {
+                if self.make_resident(a, now_s) {
                     loads += 1;
                 }
             }
@@ -606,10 +607,9 @@ impl Engine {
 
     /// Puts an adapter in a GPU slot (evicting the least recently used idle
     /// one); returns whether it had to be loaded.
-    fn make_resident(&mut self, adapter: u32) -> bool {
-        let step = self.steps;
+    fn make_resident(&mut self, adapter: u32, now_s: f64) -> bool {
         if let Some(slot) = self.resident.iter_mut().find(|(a, _)| *a == adapter) {
-            slot.1 = step;
+            slot.1 = now_s;
             return false;
         }
         if self.resident.len() as u32 >= self.config.max_loras {
@@ -618,7 +618,7 @@ impl Engine {
                 .iter()
                 .enumerate()
                 .filter(|(_, (a, _))| self.adapters[*a as usize].running == 0)
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by(|(_, (_, x)), (_, (_, y))| x.total_cmp(y))
                 .map(|(i, _)| i);
             match victim {
                 Some(i) => {
@@ -627,7 +627,7 @@ impl Engine {
                 None => debug_assert!(false, "max_loras check admits only with a free slot"),
             }
         }
-        self.resident.push((adapter, step));
+        self.resident.push((adapter, now_s));
         true
     }
 
@@ -636,53 +636,51 @@ impl Engine {
     fn advance(&mut self, events: &mut Vec<EngineEvent>) {
         let block_size = self.config.block_size;
         let mut running = std::mem::take(&mut self.running);
-        let mut keep = 0;
-        for idx in 0..running.len() {
+        let mut kept = std::mem::take(&mut self.running_spare);
+        for mut req in running.drain(..) {
             let mut done = None;
-            {
-                let req = &mut running[idx];
-                if req.scheduled > 0 {
-                    req.num_computed += req.scheduled;
-                    req.scheduled = 0;
-                    while (req.num_cached_blocks + 1) * block_size <= req.num_computed {
-                        let k = req.num_cached_blocks as usize;
-                        self.pool
-                            .cache_full_block(req.blocks[k], req.block_hashes[k]);
-                        req.num_cached_blocks += 1;
+            if req.scheduled > 0 {
+                req.num_computed += req.scheduled;
+                req.scheduled = 0;
+                while (req.num_cached_blocks + 1) * block_size <= req.num_computed {
+                    let k = req.num_cached_blocks as usize;
+                    self.pool
+                        .cache_full_block(req.blocks[k], req.block_hashes[k]);
+                    req.num_cached_blocks += 1;
+                }
+                if req.num_computed == req.tokens.len() as u32 {
+                    let index = req.outputs();
+                    req.tokens.push(generated_token(self.seed, req.id, index));
+                    self.generation_tokens_total += 1;
+                    if index == 0 {
+                        events.push(EngineEvent::FirstToken { id: req.id });
                     }
-                    if req.num_computed == req.tokens.len() as u32 {
-                        let index = req.outputs();
-                        req.tokens.push(generated_token(self.seed, req.id, index));
-                        self.generation_tokens_total += 1;
-                        if index == 0 {
-                            events.push(EngineEvent::FirstToken { id: req.id });
-                        }
-                        events.push(EngineEvent::Token { id: req.id, index });
-                        if req.outputs() >= req.max_tokens
-                            || req.tokens.len() as u32 >= self.config.max_model_len
-                        {
-                            done = Some(FinishReason::Length);
-                        } else if !req.ignore_eos && self.samples_eos(req.id, index) {
-                            done = Some(FinishReason::Stop);
-                        }
+                    events.push(EngineEvent::Token { id: req.id, index });
+                    if req.outputs() >= req.max_tokens
+                        || req.tokens.len() as u32 >= self.config.max_model_len
+                    {
+                        done = Some(FinishReason::Length);
+                    } else if !req.ignore_eos && self.samples_eos(req.id, index) {
+                        done = Some(FinishReason::Stop);
                     }
                 }
             }
-            if done.is_none() {
-                let req = &mut running[idx];
-                if req.tokens.len().is_multiple_of(block_size as usize) {
-                    Self::extend_hashes(self.seed_hash_base(req.adapter), block_size, req);
+            match done {
+                Some(reason) => {
+                    let event = self.release_running(req, reason);
+                    events.push(event);
                 }
-                running.swap(keep, idx);
-                keep += 1;
-            } else if let Some(reason) = done {
-                let req = std::mem::replace(&mut running[idx], placeholder());
-                let event = self.release_running(req, reason);
-                events.push(event);
+                None => {
+                    if req.tokens.len().is_multiple_of(block_size as usize) {
+                        Self::extend_hashes(self.seed_hash_base(req.adapter), block_size, &mut req);
+                    }
+                    kept.push(req);
+                }
             }
         }
-        running.truncate(keep);
-        self.running = running;
+        // Keep both buffers' capacity: no allocation per step once warmed up.
+        self.running = kept;
+        self.running_spare = running;
     }
 
     fn samples_eos(&self, id: u64, index: u32) -> bool {
@@ -885,22 +883,5 @@ impl Engine {
             }
         }
         Ok(())
-    }
-}
-
-fn placeholder() -> Request {
-    Request {
-        id: u64::MAX,
-        tokens: Vec::new(),
-        prompt_len: 0,
-        max_tokens: 0,
-        adapter: None,
-        ignore_eos: false,
-        num_computed: 0,
-        blocks: Vec::new(),
-        block_hashes: Vec::new(),
-        num_cached_blocks: 0,
-        cached_tokens: None,
-        scheduled: 0,
     }
 }
