@@ -27,6 +27,7 @@ pid=$!
 trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
 status=0
 wait "$pid" || status=$?
-# A trapped signal interrupts the first wait: wait for the demo's clean exit.
-if kill -0 "$pid" 2>/dev/null; then wait "$pid" || status=$?; fi
+# A trapped signal interrupts the first wait: wait again for the demo's own
+# (clean) exit status.
+if [ "$status" -gt 128 ]; then status=0; wait "$pid" || status=$?; fi
 exit "$status"

@@ -18,10 +18,16 @@ const CANARY_SHARE: f64 = 0.10;
 const TOLERANCE: f64 = 0.03;
 
 fn sim_args() -> Vec<String> {
-    ["--time-scale", "0.01", "--seed", "7"].map(String::from).to_vec()
+    ["--time-scale", "0.01", "--seed", "7"]
+        .map(String::from)
+        .to_vec()
 }
 
-async fn send_all(stack: &Stack, model: &str, headers: &'static [(&'static str, &'static str)]) -> Vec<Result<Reply>> {
+async fn send_all(
+    stack: &Stack,
+    model: &str,
+    headers: &'static [(&'static str, &'static str)],
+) -> Vec<Result<Reply>> {
     run_concurrently(REQUESTS, CONCURRENCY, |i| {
         let client = stack.client.clone();
         let url = stack.url("/v1/chat/completions");
@@ -47,21 +53,37 @@ async fn lora_canary_sends_about_10_percent_to_travel_helper_v2() -> Result<()> 
         ..Default::default()
     })
     .await?;
-    let probe = r#"{"model":"travelhelper","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
-    stack.wait_routable("/v1/chat/completions", &[], probe).await?;
+    let probe =
+        r#"{"model":"travelhelper","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
+    stack
+        .wait_routable("/v1/chat/completions", &[], probe)
+        .await?;
 
     let mut by_model: BTreeMap<String, usize> = BTreeMap::new();
     for reply in send_all(&stack, "travelhelper", &[]).await {
         let reply = reply?;
-        assert_eq!(reply.status, 200, "{}\n{}", reply.text(), stack.diagnostics());
+        assert_eq!(
+            reply.status,
+            200,
+            "{}\n{}",
+            reply.text(),
+            stack.diagnostics()
+        );
         let pod = reply.served_by().expect("x-sim-pod on every reply");
         assert_eq!(stack.pool_of(pod), Some(ACK_POOL_V1), "served by {pod}");
-        let model = reply.json()?["model"].as_str().unwrap_or_default().to_string();
+        let model = reply.json()?["model"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         *by_model.entry(model).or_default() += 1;
     }
     let v1 = by_model.get("travel-helper-v1").copied().unwrap_or(0);
     let v2 = by_model.get("travel-helper-v2").copied().unwrap_or(0);
-    assert_eq!(v1 + v2, REQUESTS, "every response names the adapter that served it: {by_model:?}");
+    assert_eq!(
+        v1 + v2,
+        REQUESTS,
+        "every response names the adapter that served it: {by_model:?}"
+    );
     let v2_share = share(v2, REQUESTS);
     assert!(
         (v2_share - CANARY_SHARE).abs() <= TOLERANCE,
@@ -87,7 +109,9 @@ async fn pool_split_sends_about_10_percent_to_pool_v2_and_each_pool_serves_its_o
     })
     .await?;
     let probe = r#"{"model":"mymodel","max_tokens":1,"messages":[{"role":"user","content":"hi"}]}"#;
-    stack.wait_routable("/v1/chat/completions", &[], probe).await?;
+    stack
+        .wait_routable("/v1/chat/completions", &[], probe)
+        .await?;
     // Envoy counts per cluster what its weighted_clusters chose; the pods say
     // which pool actually served. Both must agree request for request.
     let cluster_count = |pool: &str| format!("cluster.{pool}.upstream_rq_completed");
@@ -97,7 +121,13 @@ async fn pool_split_sends_about_10_percent_to_pool_v2_and_each_pool_serves_its_o
     let mut by_pool: BTreeMap<String, usize> = BTreeMap::new();
     for reply in send_all(&stack, "mymodel", &[]).await {
         let reply = reply?;
-        assert_eq!(reply.status, 200, "{}\n{}", reply.text(), stack.diagnostics());
+        assert_eq!(
+            reply.status,
+            200,
+            "{}\n{}",
+            reply.text(),
+            stack.diagnostics()
+        );
         let pod = reply.served_by().expect("x-sim-pod on every reply");
         let pool = stack.pool_of(pod).unwrap_or("unknown pod");
         *by_pool.entry(pool.to_string()).or_default() += 1;

@@ -11,7 +11,8 @@ use integration::e2e::pods::parse_pods;
 
 #[test]
 fn the_checked_in_envoy_yaml_is_the_rendered_demo_config() {
-    let checked_in = std::fs::read_to_string(workspace_root().join("envoy.yaml")).expect("envoy.yaml");
+    let checked_in =
+        std::fs::read_to_string(workspace_root().join("envoy.yaml")).expect("envoy.yaml");
     assert!(
         checked_in == EnvoyConfig::demo().render(),
         "envoy.yaml differs from EnvoyConfig::demo(); regenerate it with \
@@ -45,7 +46,11 @@ fn the_demo_pods_cover_every_demo_pool_on_distinct_addresses() -> Result<()> {
     let pods = parse_pods(&yaml)?;
     let addrs: BTreeSet<_> = pods.iter().map(|p| p.addr()).collect();
     assert_eq!(addrs.len(), pods.len(), "two demo pods share an address");
-    let release = |r: &str| pods.iter().filter(|p| p.labels.get("release").map(String::as_str) == Some(r)).count();
+    let release = |r: &str| {
+        pods.iter()
+            .filter(|p| p.labels.get("release").map(String::as_str) == Some(r))
+            .count()
+    };
     let gke = pods
         .iter()
         .filter(|p| p.labels.get("app").map(String::as_str) == Some("vllm-llama3.1-8b-instruct"))

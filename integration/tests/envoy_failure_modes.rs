@@ -34,13 +34,21 @@ spec:
 
 async fn request(stack: &Stack, route: &str) -> Result<Reply> {
     let body = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":1}"#;
-    stack.post("/v1/completions", &[("x-route", route)], body).await
+    stack
+        .post("/v1/completions", &[("x-route", route)], body)
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -> Result<()> {
     let mut pods = scenarios::gke_pods(2)?;
-    pods.extend(scenarios::local_pods(OPEN_POOL, "open", 2, &[("app", OPEN_POOL)], LLAMA_SIM_ARGS)?);
+    pods.extend(scenarios::local_pods(
+        OPEN_POOL,
+        "open",
+        2,
+        &[("app", OPEN_POOL)],
+        LLAMA_SIM_ARGS,
+    )?);
     let mut manifests = scenarios::gke_manifests();
     manifests.push(("fail-open-pool.yaml".into(), OPEN_POOL_MANIFEST.into()));
     let mut stack = Stack::start(StackSpec {
@@ -58,8 +66,12 @@ async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -
     })
     .await?;
     let probe = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":1}"#;
-    stack.wait_routable("/v1/completions", &[("x-route", "open")], probe).await?;
-    stack.wait_routable("/v1/completions", &[("x-route", "close")], probe).await?;
+    stack
+        .wait_routable("/v1/completions", &[("x-route", "open")], probe)
+        .await?;
+    stack
+        .wait_routable("/v1/completions", &[("x-route", "close")], probe)
+        .await?;
 
     stack.stop_collector();
     // Well past the state timeout, FailClose must refuse; FailOpen must serve
@@ -68,7 +80,13 @@ async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -
     let mut fail_close_refused = false;
     while down_since.elapsed() < Duration::from_millis(STATE_TIMEOUT_MS * 4) {
         let open = request(&stack, "open").await?;
-        assert_eq!(open.status, 200, "FailOpen pool with the collector down: {}\n{}", open.text(), stack.diagnostics());
+        assert_eq!(
+            open.status,
+            200,
+            "FailOpen pool with the collector down: {}\n{}",
+            open.text(),
+            stack.diagnostics()
+        );
         let pod = open.served_by().unwrap_or("?");
         assert_eq!(stack.pool_of(pod), Some(OPEN_POOL), "served by {pod}");
         let close = request(&stack, "close").await?;
@@ -76,7 +94,10 @@ async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -
             ensure_openai_error(&close, 503)?;
             fail_close_refused = true;
         } else if fail_close_refused {
-            bail!("FailClose pool served again ({}) while the collector is still down", close.status);
+            bail!(
+                "FailClose pool served again ({}) while the collector is still down",
+                close.status
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -91,9 +112,11 @@ async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -
 
     stack.restart_collector().await?;
     for route in ["close", "open"] {
-        wait_until(&format!("route {route} to serve again"), Duration::from_secs(15), || async {
-            Ok(request(&stack, route).await?.status == 200)
-        })
+        wait_until(
+            &format!("route {route} to serve again"),
+            Duration::from_secs(15),
+            || async { Ok(request(&stack, route).await?.status == 200) },
+        )
         .await
         .map_err(|e| anyhow::anyhow!("{e:#}\n{}", stack.diagnostics()))?;
     }

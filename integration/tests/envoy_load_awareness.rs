@@ -15,7 +15,9 @@ const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 async fn gke_stack(time_scale: &str) -> Result<Stack> {
     let stack = Stack::start(StackSpec {
         pods: scenarios::gke_pods(3)?,
-        sim_args: ["--time-scale", time_scale, "--seed", "11"].map(String::from).to_vec(),
+        sim_args: ["--time-scale", time_scale, "--seed", "11"]
+            .map(String::from)
+            .to_vec(),
         manifests: scenarios::gke_manifests(),
         routes: vec![Route::to_pool("GKE pool", None, GKE_POOL)],
         ..Default::default()
@@ -64,9 +66,12 @@ async fn a_pod_with_its_queue_held_high_gets_under_5_percent() -> Result<()> {
         let body = format!(r#"{{"model":"{BASE_MODEL}","prompt":"held {i}","max_tokens":4}}"#);
         held.spawn(async move { client.post(&url, &[], body).await });
     }
-    wait_for_endpoint(&stack, "the held pod's queue in the collector", busy.addr(), |e, _| {
-        e.waiting as usize >= HELD
-    })
+    wait_for_endpoint(
+        &stack,
+        "the held pod's queue in the collector",
+        busy.addr(),
+        |e, _| e.waiting as usize >= HELD,
+    )
     .await?;
 
     // A request the gateway sends to the paused pod cannot finish while it is
@@ -88,7 +93,13 @@ async fn a_pod_with_its_queue_held_high_gets_under_5_percent() -> Result<()> {
         match reply? {
             None => to_busy += 1,
             Some(reply) => {
-                ensure!(reply.status == 200, "{} {}\n{}", reply.status, reply.text(), stack.diagnostics());
+                ensure!(
+                    reply.status == 200,
+                    "{} {}\n{}",
+                    reply.status,
+                    reply.text(),
+                    stack.diagnostics()
+                );
                 if reply.served_by() == Some(busy.name.as_str()) {
                     to_busy += 1;
                 }
@@ -119,27 +130,50 @@ async fn requests_for_an_adapter_go_to_the_pod_where_it_is_resident() -> Result<
     // request is for the adapter has it resident.
     let mut long = tokio::task::JoinSet::new();
     for pod in &stack.fleet.pods {
-        let model = if pod.name == resident.name { ADAPTER } else { BASE_MODEL };
+        let model = if pod.name == resident.name {
+            ADAPTER
+        } else {
+            BASE_MODEL
+        };
         let client = stack.client.clone();
         let url = format!("{}/v1/completions", pod.url());
         let body = format!(r#"{{"model":"{model}","prompt":"a long story","max_tokens":3000}}"#);
         long.spawn(async move { client.post(&url, &[], body).await });
     }
     for pod in &stack.fleet.pods {
-        wait_for_endpoint(&stack, "a running request on every pod", pod.addr(), |e, _| e.running >= 1).await?;
+        wait_for_endpoint(
+            &stack,
+            "a running request on every pod",
+            pod.addr(),
+            |e, _| e.running >= 1,
+        )
+        .await?;
     }
-    wait_for_endpoint(&stack, "the adapter resident on one pod", resident.addr(), |e, pool| {
-        e.running_adapters
-            .iter()
-            .any(|&i| pool.adapter_names.get(i as usize).map(String::as_str) == Some(ADAPTER))
-    })
+    wait_for_endpoint(
+        &stack,
+        "the adapter resident on one pod",
+        resident.addr(),
+        |e, pool| {
+            e.running_adapters
+                .iter()
+                .any(|&i| pool.adapter_names.get(i as usize).map(String::as_str) == Some(ADAPTER))
+        },
+    )
     .await?;
 
     let mut served = Vec::new();
     for i in 0..REQUESTS {
-        let body = format!(r#"{{"model":"{ADAPTER}","prompt":"review {i}: the soup was cold","max_tokens":1}}"#);
+        let body = format!(
+            r#"{{"model":"{ADAPTER}","prompt":"review {i}: the soup was cold","max_tokens":1}}"#
+        );
         let reply = stack.post("/v1/completions", &[], body).await?;
-        ensure!(reply.status == 200, "{} {}\n{}", reply.status, reply.text(), stack.diagnostics());
+        ensure!(
+            reply.status == 200,
+            "{} {}\n{}",
+            reply.status,
+            reply.text(),
+            stack.diagnostics()
+        );
         served.push(reply.served_by().unwrap_or("?").to_string());
     }
     long.abort_all();

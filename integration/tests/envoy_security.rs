@@ -41,7 +41,12 @@ async fn a_client_supplied_destination_header_never_decides_the_pod() -> Result<
     let stack = gke_stack().await?;
     // A server that is not in any pool: the pod an attacker would like to reach.
     let log_dir = tempfile::tempdir()?;
-    let rogue = SimPod::local("rogue", &[("app", "rogue")], free_port(std::net::Ipv4Addr::LOCALHOST)?, LLAMA_SIM_ARGS);
+    let rogue = SimPod::local(
+        "rogue",
+        &[("app", "rogue")],
+        free_port(std::net::Ipv4Addr::LOCALHOST)?,
+        LLAMA_SIM_ARGS,
+    );
     let rogue_addr = rogue.addr().to_string();
     let _rogue = SimFleet::start(vec![rogue], &[], log_dir.path()).await?;
     let pool_pod = stack.fleet.pods[0].addr().to_string();
@@ -59,9 +64,19 @@ async fn a_client_supplied_destination_header_never_decides_the_pod() -> Result<
                 valid_completion(&format!("steer {i}")),
             )
             .await?;
-        assert_eq!(reply.status, 200, "header {value:?}: {}\n{}", reply.text(), stack.diagnostics());
+        assert_eq!(
+            reply.status,
+            200,
+            "header {value:?}: {}\n{}",
+            reply.text(),
+            stack.diagnostics()
+        );
         let pod = reply.served_by().unwrap_or("?");
-        assert_eq!(stack.pool_of(pod), Some(GKE_POOL), "header {value:?} sent the request to {pod}");
+        assert_eq!(
+            stack.pool_of(pod),
+            Some(GKE_POOL),
+            "header {value:?} sent the request to {pod}"
+        );
     }
     Ok(())
 }
@@ -71,11 +86,31 @@ async fn bad_inputs_get_openai_errors_and_envoy_keeps_serving() -> Result<()> {
     let mut stack = gke_stack().await?;
     let huge_prompt = "x".repeat(MAX_BODY_BYTES + 512 * 1024);
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("malformed JSON", br#"{"model": "food-review", "prompt": "#.to_vec(), 400),
-        ("not an object", br#"["model", "food-review"]"#.to_vec(), 400),
-        ("missing model", br#"{"prompt": "hello", "max_tokens": 1}"#.to_vec(), 400),
-        ("model of the wrong type", br#"{"model": 42, "prompt": "hello"}"#.to_vec(), 400),
-        ("model null", br#"{"model": null, "prompt": "hello"}"#.to_vec(), 400),
+        (
+            "malformed JSON",
+            br#"{"model": "food-review", "prompt": "#.to_vec(),
+            400,
+        ),
+        (
+            "not an object",
+            br#"["model", "food-review"]"#.to_vec(),
+            400,
+        ),
+        (
+            "missing model",
+            br#"{"prompt": "hello", "max_tokens": 1}"#.to_vec(),
+            400,
+        ),
+        (
+            "model of the wrong type",
+            br#"{"model": 42, "prompt": "hello"}"#.to_vec(),
+            400,
+        ),
+        (
+            "model null",
+            br#"{"model": null, "prompt": "hello"}"#.to_vec(),
+            400,
+        ),
         ("empty body", Vec::new(), 400),
         (
             "non-UTF-8",
@@ -84,7 +119,9 @@ async fn bad_inputs_get_openai_errors_and_envoy_keeps_serving() -> Result<()> {
         ),
         (
             "body over max_body_bytes",
-            serde_json::json!({"model": BASE_MODEL, "prompt": huge_prompt}).to_string().into_bytes(),
+            serde_json::json!({"model": BASE_MODEL, "prompt": huge_prompt})
+                .to_string()
+                .into_bytes(),
             413,
         ),
     ];
@@ -94,8 +131,16 @@ async fn bad_inputs_get_openai_errors_and_envoy_keeps_serving() -> Result<()> {
             panic!("{what}: {e:#}\n{}", stack.diagnostics());
         }
         assert!(reply.served_by().is_none(), "{what} reached a pod");
-        let next = stack.post("/v1/completions", &[], valid_completion(what)).await?;
-        assert_eq!(next.status, 200, "request after {what}: {}\n{}", next.text(), stack.diagnostics());
+        let next = stack
+            .post("/v1/completions", &[], valid_completion(what))
+            .await?;
+        assert_eq!(
+            next.status,
+            200,
+            "request after {what}: {}\n{}",
+            next.text(),
+            stack.diagnostics()
+        );
     }
     assert!(stack.envoy.is_running(), "Envoy exited");
 
@@ -104,7 +149,8 @@ async fn bad_inputs_get_openai_errors_and_envoy_keeps_serving() -> Result<()> {
     let gke_guide = r#"{"model":"food-review","prompt":"Write as if you were a critic: San Francisco","max_tokens":2,"temperature":"0"}"#;
     let reply = stack.post("/v1/completions", &[], gke_guide).await?;
     assert_eq!(reply.status, 200, "GKE guide request: {}", reply.text());
-    let big = serde_json::json!({"model": BASE_MODEL, "prompt": "y".repeat(200 * 1024), "max_tokens": 1});
+    let big =
+        serde_json::json!({"model": BASE_MODEL, "prompt": "y".repeat(200 * 1024), "max_tokens": 1});
     let reply = stack.post("/v1/completions", &[], big.to_string()).await?;
     assert_eq!(reply.status, 200, "200 KB prompt: {}", reply.text());
     Ok(())

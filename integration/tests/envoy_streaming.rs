@@ -34,10 +34,20 @@ async fn sse_chunks_arrive_one_by_one() -> Result<()> {
         ),
     ];
     for (path, body) in requests {
-        let reply = stack.client.post_timed(&stack.url(path), &[], body.to_string()).await?;
+        let reply = stack
+            .client
+            .post_timed(&stack.url(path), &[], body.to_string())
+            .await?;
         assert_eq!(reply.status, 200, "{path}\n{}", stack.diagnostics());
-        let content_type = reply.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("");
-        assert!(content_type.starts_with("text/event-stream"), "{path}: content-type {content_type}");
+        let content_type = reply
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{path}: content-type {content_type}"
+        );
         let text: String = reply
             .chunks
             .iter()
@@ -45,7 +55,10 @@ async fn sse_chunks_arrive_one_by_one() -> Result<()> {
             .collect();
         let events = text.matches("data: ").count();
         assert!(events > TOKENS / 2, "{path}: only {events} events: {text}");
-        assert!(text.trim_end().ends_with("data: [DONE]"), "{path}: stream does not end with [DONE]");
+        assert!(
+            text.trim_end().ends_with("data: [DONE]"),
+            "{path}: stream does not end with [DONE]"
+        );
         let first = reply.chunks.first().expect("a chunk").0;
         let last = reply.chunks.last().expect("a chunk").0;
         assert!(

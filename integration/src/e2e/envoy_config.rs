@@ -36,10 +36,7 @@ impl Route {
         Self {
             comment: comment.to_string(),
             header: header.map(|(n, v)| (n.to_string(), v.to_string())),
-            backends: backends
-                .iter()
-                .map(|(c, w)| (c.to_string(), *w))
-                .collect(),
+            backends: backends.iter().map(|(c, w)| (c.to_string(), *w)).collect(),
         }
     }
 }
@@ -50,6 +47,9 @@ pub struct EnvoyConfig {
     pub listen: SocketAddr,
     pub admin: SocketAddr,
     pub collector_grpc: SocketAddr,
+    /// Whether the gateway filter runs; without it (the overhead benchmark's
+    /// baseline) the client names the pod in `x-gateway-destination-endpoint`.
+    pub wasm_filter: bool,
     /// Path to `gateway_filter.wasm` as Envoy should open it.
     pub wasm_path: String,
     /// The filter's plugin configuration (see docs/ARCHITECTURE.md).
@@ -72,6 +72,7 @@ impl EnvoyConfig {
             listen: "127.0.0.1:8080".parse().expect("literal"),
             admin: "127.0.0.1:9901".parse().expect("literal"),
             collector_grpc: "127.0.0.1:9002".parse().expect("literal"),
+            wasm_filter: true,
             wasm_path: "target/gateway_filter.wasm".to_string(),
             plugin_config: serde_json::json!({ "collector_cluster": COLLECTOR_CLUSTER }),
             routes: vec![
@@ -188,10 +189,11 @@ static_resources:
                 }
             }
         }
-        let _ = write!(
-            y,
-            r#"          http_filters:
-          - name: envoy.filters.http.wasm
+        let _ = writeln!(y, "          http_filters:");
+        if self.wasm_filter {
+            let _ = write!(
+                y,
+                r#"          - name: envoy.filters.http.wasm
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
@@ -207,13 +209,18 @@ static_resources:
                 configuration:
                   "@type": type.googleapis.com/google.protobuf.StringValue
                   value: {plugin_config}
-          # No buffer filter: responses (SSE streams) pass through as they arrive.
+"#,
+                wasm = self.wasm_path,
+            );
+        }
+        let _ = write!(
+            y,
+            r#"          # No buffer filter: responses (SSE streams) pass through as they arrive.
           - name: envoy.filters.http.router
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
   clusters:
-"#,
-            wasm = self.wasm_path,
+"#
         );
         for cluster in self.pool_clusters() {
             let _ = write!(

@@ -21,7 +21,11 @@ where
     let permits = Arc::new(Semaphore::new(concurrency.max(1)));
     let mut tasks = JoinSet::new();
     for i in 0..count {
-        let permit = permits.clone().acquire_owned().await.expect("semaphore is never closed");
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
         let work = make(i);
         tasks.spawn(async move {
             let result = work.await;
@@ -34,7 +38,10 @@ where
         let (i, result) = joined.expect("request task panicked");
         results[i] = Some(result);
     }
-    results.into_iter().map(|r| r.expect("every task reports")).collect()
+    results
+        .into_iter()
+        .map(|r| r.expect("every task reports"))
+        .collect()
 }
 
 /// Checks that a reply is an OpenAI-shaped error with `status`:

@@ -116,7 +116,8 @@ fn parse_pod(pod: &serde_yaml::Value) -> Result<SimPod> {
         }
         cur.as_str().map(str::to_string)
     };
-    let name = str_at(pod, &["metadata", "name"]).ok_or_else(|| anyhow!("Pod without metadata.name"))?;
+    let name =
+        str_at(pod, &["metadata", "name"]).ok_or_else(|| anyhow!("Pod without metadata.name"))?;
     let context = || format!("Pod {name}");
     let labels = match pod.get("metadata").and_then(|m| m.get("labels")) {
         Some(map) => serde_yaml::from_value(map.clone()).with_context(context)?,
@@ -191,14 +192,26 @@ mod tests {
             "qwen-0",
             &[("app", "custom-serving"), ("release", "qwen")],
             18001,
-            &["--model", "Qwen/Qwen2.5-7B-Instruct", "--lora-modules", "a", "b"],
+            &[
+                "--model",
+                "Qwen/Qwen2.5-7B-Instruct",
+                "--lora-modules",
+                "a",
+                "b",
+            ],
         );
-        assert_eq!(parse_pods(&manifests(&[pod.clone(), pod.clone()])).unwrap(), vec![pod.clone(), pod]);
+        assert_eq!(
+            parse_pods(&manifests(&[pod.clone(), pod.clone()])).unwrap(),
+            vec![pod.clone(), pod]
+        );
     }
 
     #[test]
     fn port_map_picks_the_target_port_entry() {
-        assert_eq!(port_map_lookup("8001=1, 8000=18001", 8000).unwrap(), Some(18001));
+        assert_eq!(
+            port_map_lookup("8001=1, 8000=18001", 8000).unwrap(),
+            Some(18001)
+        );
         assert_eq!(port_map_lookup("8001=1", 8000).unwrap(), None);
         assert!(port_map_lookup("8000", 8000).is_err());
     }

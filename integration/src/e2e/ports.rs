@@ -17,5 +17,8 @@ pub fn free_port(ip: Ipv4Addr) -> Result<u16> {
 
 /// A free `127.0.0.1` address.
 pub fn free_local_addr() -> Result<SocketAddr> {
-    Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, free_port(Ipv4Addr::LOCALHOST)?)))
+    Ok(SocketAddr::from((
+        Ipv4Addr::LOCALHOST,
+        free_port(Ipv4Addr::LOCALHOST)?,
+    )))
 }

@@ -64,7 +64,13 @@ pub fn local_pods(
 
 /// Pods of the GKE pool.
 pub fn gke_pods(count: usize) -> Result<Vec<PoolPod>> {
-    local_pods(GKE_POOL, "llama", count, &[("app", GKE_POOL)], LLAMA_SIM_ARGS)
+    local_pods(
+        GKE_POOL,
+        "llama",
+        count,
+        &[("app", GKE_POOL)],
+        LLAMA_SIM_ARGS,
+    )
 }
 
 /// Qwen pods of `mymodel-pool-v1`.

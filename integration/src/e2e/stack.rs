@@ -70,7 +70,8 @@ impl Stack {
 
         let collector_grpc = free_local_addr()?;
         let collector_http = free_local_addr()?;
-        let collector = Collector::start(&manifest_dir, collector_grpc, collector_http, &log_dir).await?;
+        let collector =
+            Collector::start(&manifest_dir, collector_grpc, collector_http, &log_dir).await?;
         let expected: Vec<(&str, SocketAddr)> = spec
             .pods
             .iter()
@@ -116,7 +117,12 @@ impl Stack {
     }
 
     /// POSTs `body` to the gateway.
-    pub async fn post(&self, path: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Result<Reply> {
+    pub async fn post(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply> {
         self.client.post(&self.url(path), headers, body).await
     }
 
@@ -127,7 +133,12 @@ impl Stack {
 
     /// Sends `probe` until the gateway answers 200 (the filter has pool state),
     /// within a bound.
-    pub async fn wait_routable(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Result<()> {
+    pub async fn wait_routable(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Result<()> {
         let result = super::wait::wait_until(
             &format!("the gateway to route {body}"),
             std::time::Duration::from_secs(20),
@@ -156,9 +167,14 @@ impl Stack {
         self.stop_collector();
         let log_dir = self.dir.path().join("logs");
         let manifest_dir = self.dir.path().join("manifests");
-        let collector = Collector::start(&manifest_dir, self.collector_grpc, self.collector_http, &log_dir)
-            .await
-            .context("restarting the collector")?;
+        let collector = Collector::start(
+            &manifest_dir,
+            self.collector_grpc,
+            self.collector_http,
+            &log_dir,
+        )
+        .await
+        .context("restarting the collector")?;
         self.collector = Some(collector);
         Ok(())
     }

@@ -86,15 +86,8 @@ pub fn render(
         );
         let _ = writeln!(
             out,
-            "  {:<27} {:<17} {:>6} {:>5} {:>4} {:>6}  {:<34} {}",
-            "POD",
-            "ADDRESS",
-            "SERVED",
-            "QUEUE",
-            "RUN",
-            "KV",
-            "ADAPTERS running [waiting]",
-            "TARGET MODELS SERVED"
+            "  {:<27} {:<17} {:>6} {:>5} {:>4} {:>6}  {:<34} TARGET MODELS SERVED",
+            "POD", "ADDRESS", "SERVED", "QUEUE", "RUN", "KV", "ADAPTERS running [waiting]",
         );
         for endpoint in &pool.endpoints {
             let models = tally.by_pod.get(&endpoint.pod);
@@ -121,7 +114,7 @@ pub fn render(
                 endpoint.running,
                 endpoint.kv_cache_usage * 100.0,
                 truncate(&adapters.join(","), 34),
-                models.map(|m| counts(m)).unwrap_or_default()
+                models.map(counts).unwrap_or_default()
             );
         }
     }
