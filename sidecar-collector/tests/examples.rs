@@ -1,0 +1,94 @@
+//! Every manifest under examples/ loads as it is, and each guide's scenario
+//! turns into the pools, rules and objectives the guide describes.
+
+use std::path::{Path, PathBuf};
+
+use pool_state::{Criticality, FailureMode};
+use sidecar_collector::discovery::file::FileSource;
+use sidecar_collector::model::{self, DesiredPool, DesiredState};
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
+}
+
+fn load(dir: &Path) -> DesiredState {
+    let mut source = FileSource::new(dir.to_path_buf());
+    let inventory = source.poll().expect("examples directory readable").unwrap_or_default();
+    model::build(&inventory)
+}
+
+fn pool<'a>(state: &'a DesiredState, name: &str) -> &'a DesiredPool {
+    state.pools.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("pool {name} missing: {state:#?}"))
+}
+
+fn rules(pool: &DesiredPool) -> Vec<(String, Vec<(String, u32)>, i32)> {
+    pool.model_rules
+        .iter()
+        .map(|r| (r.model.clone(), r.targets.iter().map(|t| (t.model.clone(), t.weight)).collect(), r.criticality))
+        .collect()
+}
+
+#[test]
+fn every_example_file_parses() {
+    // The whole tree at once and each scenario alone: nothing fails to parse
+    // or type-check (references to pools the scenario does not ship are fine).
+    let mut dirs = vec![examples()];
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    assert!(dirs.len() >= 4, "{dirs:?}");
+    for dir in dirs {
+        let state = load(&dir);
+        for problem in &state.problems {
+            assert!(
+                problem.message.contains("not found") || problem.message.contains("more than once"),
+                "{}: {problem}",
+                dir.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn gke_deploy_gives_one_pool_with_objectives() {
+    let state = load(&examples().join("gke-deploy"));
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let p = pool(&state, "vllm-llama3.1-8b-instruct");
+    assert_eq!(p.namespace, "default");
+    assert_eq!(p.failure_mode, FailureMode::FailClose);
+    let objectives: Vec<(&str, i32)> = p.objectives.iter().map(|o| (o.name.as_str(), o.priority)).collect();
+    assert_eq!(objectives, vec![("cad-fabricator", 10), ("food-review", 10), ("llama3-base-model", 20)]);
+}
+
+#[test]
+fn ack_canary_gives_two_pools_and_the_lora_split() {
+    let state = load(&examples().join("ack-canary"));
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let critical = Criticality::Critical as i32;
+    let v1 = pool(&state, "mymodel-pool-v1");
+    assert_eq!(
+        rules(v1),
+        vec![
+            ("mymodel".into(), vec![("mymodel".into(), 100)], critical),
+            (
+                "travelhelper".into(),
+                vec![("travel-helper-v1".into(), 90), ("travel-helper-v2".into(), 10)],
+                critical
+            ),
+        ]
+    );
+    let v2 = pool(&state, "mymodel-pool-v2");
+    assert_eq!(rules(v2), vec![("mymodel".into(), vec![("mymodel".into(), 100)], critical)]);
+}
+
+#[test]
+fn gke_rollout_model_waits_for_its_pool() {
+    let state = load(&examples().join("gke-rollout"));
+    assert!(state.pools.is_empty());
+    assert_eq!(state.problems.len(), 1, "{:?}", state.problems);
+    assert!(state.problems[0].object.contains("inferencemodel-sample"));
+    assert!(state.problems[0].message.contains("llm-pool"));
+}
