@@ -313,15 +313,24 @@ fn histogram(out: &mut String, name: &str, help: &str, model: &str, h: &Histogra
     );
 }
 
-/// Python's `repr(float)` style that `prometheus_client` prints: `23.0`,
-/// `0.4172`, `1e-05`, `+Inf`.
+/// `prometheus_client`'s `floatToGoString`, which vLLM's exposition uses:
+/// Python's `repr` (`23.0`, `0.4172`), but positive values with more than six
+/// integer digits in Go's exponent form (`1.843e+06`, `1.7557102131e+09`).
 pub fn fmt_value(v: f64) -> String {
     if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
-    } else {
-        format!("{v:?}")
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    let s = format!("{v:?}");
+    match s.find('.') {
+        Some(dot) if v > 0.0 && dot > 6 => {
+            let mantissa = format!("{}.{}{}", &s[..1], &s[1..dot], &s[dot + 1..]);
+            let mantissa = mantissa.trim_end_matches(['0', '.']);
+            format!("{mantissa}e+0{}", dot - 1)
+        }
+        _ => s,
     }
 }
 
@@ -360,6 +369,10 @@ mod tests {
         assert_eq!(fmt_value(23.0), "23.0");
         assert_eq!(fmt_value(0.4172), "0.4172");
         assert_eq!(fmt_value(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_value(27500.0), "27500.0");
+        assert_eq!(fmt_value(1_843_000.0), "1.843e+06");
+        assert_eq!(fmt_value(1_755_710_213.1), "1.7557102131e+09");
+        assert_eq!(fmt_value(1_000_000.0), "1e+06");
         assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
 }
