@@ -107,3 +107,108 @@ pub fn goal_check(workload: &str, points: &[&SweepPoint], ours: &str) -> Vec<Str
     }
     lines
 }
+
+/// A compact view of one metric: one row per load, one column per policy.
+pub fn pivot_table(
+    points: &[&SweepPoint],
+    metric: &str,
+    value: impl Fn(&Summary) -> String,
+) -> String {
+    let mut policies: Vec<&str> = Vec::new();
+    let mut loads: Vec<(f64, f64)> = Vec::new();
+    for p in points {
+        if !policies.contains(&p.summary.policy.as_str()) {
+            policies.push(&p.summary.policy);
+        }
+        if !loads.iter().any(|(f, _)| *f == p.load_fraction) {
+            loads.push((p.load_fraction, p.rate));
+        }
+    }
+    loads.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut out = format!("| load (req/s) | {} |\n", policies.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---|".repeat(policies.len()));
+    for (f, rate) in loads {
+        let cells: Vec<String> = policies
+            .iter()
+            .map(|name| {
+                points
+                    .iter()
+                    .find(|p| p.load_fraction == f && p.summary.policy == *name)
+                    .map_or_else(|| "-".to_string(), |p| value(&p.summary))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "| {:.0}% ({rate:.1}) | {} |",
+            f * 100.0,
+            cells.join(" | ")
+        );
+    }
+    format!("{metric}:\n\n{out}")
+}
+
+/// p90 TTFT cell (with "≥" when censored).
+pub fn ttft_p90_cell(s: &Summary) -> String {
+    pct(s.ttft_p90_s, 0.9, s)
+}
+
+/// Goodput cell: requests/s within the SLO and the share that met it.
+pub fn goodput_cell(s: &Summary) -> String {
+    format!("{:.1} ({:.0}%)", s.goodput_rps, s.slo_attainment * 100.0)
+}
+
+/// Machine description for the report: CPU model and core count (Linux).
+pub fn machine_description() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!("{cpu}, {cores} cores available")
+}
+
+/// Current UTC date and time as `YYYY-MM-DD HH:MM UTC`.
+pub fn utc_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format_utc(secs)
+}
+
+/// Formats unix seconds as `YYYY-MM-DD HH:MM UTC` (proleptic Gregorian).
+pub fn format_utc(unix_s: u64) -> String {
+    let days = (unix_s / 86_400) as i64;
+    let rem = unix_s % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        rem / 3600,
+        (rem % 3600) / 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_utc(951_782_400), "2000-02-29 00:00 UTC");
+        assert_eq!(format_utc(1_700_000_000), "2023-11-14 22:13 UTC");
+    }
+}

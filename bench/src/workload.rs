@@ -457,15 +457,15 @@ mod tests {
     fn bursty_keeps_the_mean_rate_and_is_burstier_than_poisson() {
         let tok = words;
         let g = WorkloadGenerator::new(small_params(), &tok);
-        let w = g.generate(WorkloadKind::Bursty, 10.0, 2000.0, 4);
-        let rate = w.requests.len() as f64 / 2000.0;
+        let w = g.generate(WorkloadKind::Bursty, 10.0, 800.0, 4);
+        let rate = w.requests.len() as f64 / 800.0;
         assert!((rate - 10.0).abs() < 1.0, "{rate}");
         // variance of per-second counts: Poisson has var = mean
-        let mut per_s = vec![0f64; 2000];
+        let mut per_s = vec![0f64; 800];
         for r in &w.requests {
             per_s[r.arrival_s as usize] += 1.0;
         }
-        let var = per_s.iter().map(|c| (c - rate).powi(2)).sum::<f64>() / 2000.0;
+        let var = per_s.iter().map(|c| (c - rate).powi(2)).sum::<f64>() / 800.0;
         assert!(var > 2.0 * rate, "var {var} not bursty");
     }
 

@@ -16,7 +16,10 @@ use routing_bench::metrics::Slo;
 use routing_bench::ours::OursConfig;
 use routing_bench::plot::{render, Chart, Series};
 use routing_bench::policy::PolicyKind;
-use routing_bench::report::{goal_check, workload_table};
+use routing_bench::report::{
+    goal_check, goodput_cell, machine_description, pivot_table, ttft_p90_cell, utc_now,
+    workload_table,
+};
 use routing_bench::simulation::SimConfig;
 use routing_bench::sweep::{
     find_saturation, run_tasks, RunSettings, SweepPoint, SweepTask, REFERENCE_POLICY,
@@ -332,6 +335,12 @@ fn build_report(input: &ReportInput<'_>) -> anyhow::Result<String> {
     let _ = writeln!(md, "# Routing quality (virtual time)\n");
     let _ = writeln!(
         md,
+        "Date: {}. Machine: {}.  ",
+        utc_now(),
+        machine_description()
+    );
+    let _ = writeln!(
+        md,
         "Command: `{}`  \nPods: {} (Llama-3.1-8B / H100 profile of vllm-sim), seed {}, {} s of arrivals per run ({} s warm-up not measured), scrape interval 50 ms.  \n\
          SLO for goodput: TTFT < 1 s and mean ITL < 50 ms. 100% load = the rate round-robin just sustains.  \n\
          Run took {:.0} s of wall time.\n",
@@ -364,10 +373,18 @@ fn build_report(input: &ReportInput<'_>) -> anyhow::Result<String> {
             "## {w}\n\nSaturation (100% load): {:.2} req/s.\n",
             input.saturation[&kind]
         );
-        md.push_str(&workload_table(&pts));
+        let ttft = pivot_table(&pts, "p90 TTFT", ttft_p90_cell);
+        let goodput = pivot_table(
+            &pts,
+            "Goodput, req/s within the SLO (share of requests)",
+            goodput_cell,
+        );
+        let _ = writeln!(md, "{ttft}\n{goodput}");
         for (file, chart) in write_plots(w, &pts, input.out_dir)? {
-            let _ = writeln!(md, "\n![{chart}]({file})");
+            let _ = writeln!(md, "![{chart}]({file})\n");
         }
+        md.push_str("All metrics:\n\n");
+        md.push_str(&workload_table(&pts));
         md.push('\n');
         goals.extend(goal_check(w, &pts, "ours"));
     }
