@@ -85,7 +85,6 @@ pub fn build(
                 };
                 interned.push((running, waiting));
             }
-            drop(intern);
             let endpoints = pool
                 .endpoints
                 .iter()

@@ -13,18 +13,37 @@ fn examples() -> PathBuf {
 
 fn load(dir: &Path) -> DesiredState {
     let mut source = FileSource::new(dir.to_path_buf());
-    let inventory = source.poll().expect("examples directory readable").unwrap_or_default();
+    let inventory = source
+        .poll()
+        .expect("examples directory readable")
+        .unwrap_or_default();
     model::build(&inventory)
 }
 
 fn pool<'a>(state: &'a DesiredState, name: &str) -> &'a DesiredPool {
-    state.pools.iter().find(|p| p.name == name).unwrap_or_else(|| panic!("pool {name} missing: {state:#?}"))
+    state
+        .pools
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("pool {name} missing: {state:#?}"))
 }
 
-fn rules(pool: &DesiredPool) -> Vec<(String, Vec<(String, u32)>, i32)> {
+/// (public model, [(target, weight)], criticality) per rule.
+type RuleSummary = (String, Vec<(String, u32)>, i32);
+
+fn rules(pool: &DesiredPool) -> Vec<RuleSummary> {
     pool.model_rules
         .iter()
-        .map(|r| (r.model.clone(), r.targets.iter().map(|t| (t.model.clone(), t.weight)).collect(), r.criticality))
+        .map(|r| {
+            (
+                r.model.clone(),
+                r.targets
+                    .iter()
+                    .map(|t| (t.model.clone(), t.weight))
+                    .collect(),
+                r.criticality,
+            )
+        })
         .collect()
 }
 
@@ -59,8 +78,19 @@ fn gke_deploy_gives_one_pool_with_objectives() {
     let p = pool(&state, "vllm-llama3.1-8b-instruct");
     assert_eq!(p.namespace, "default");
     assert_eq!(p.failure_mode, FailureMode::FailClose);
-    let objectives: Vec<(&str, i32)> = p.objectives.iter().map(|o| (o.name.as_str(), o.priority)).collect();
-    assert_eq!(objectives, vec![("cad-fabricator", 10), ("food-review", 10), ("llama3-base-model", 20)]);
+    let objectives: Vec<(&str, i32)> = p
+        .objectives
+        .iter()
+        .map(|o| (o.name.as_str(), o.priority))
+        .collect();
+    assert_eq!(
+        objectives,
+        vec![
+            ("cad-fabricator", 10),
+            ("food-review", 10),
+            ("llama3-base-model", 20)
+        ]
+    );
 }
 
 #[test]
@@ -75,13 +105,19 @@ fn ack_canary_gives_two_pools_and_the_lora_split() {
             ("mymodel".into(), vec![("mymodel".into(), 100)], critical),
             (
                 "travelhelper".into(),
-                vec![("travel-helper-v1".into(), 90), ("travel-helper-v2".into(), 10)],
+                vec![
+                    ("travel-helper-v1".into(), 90),
+                    ("travel-helper-v2".into(), 10)
+                ],
                 critical
             ),
         ]
     );
     let v2 = pool(&state, "mymodel-pool-v2");
-    assert_eq!(rules(v2), vec![("mymodel".into(), vec![("mymodel".into(), 100)], critical)]);
+    assert_eq!(
+        rules(v2),
+        vec![("mymodel".into(), vec![("mymodel".into(), 100)], critical)]
+    );
 }
 
 #[test]

@@ -34,15 +34,19 @@ enum Update {
 }
 
 enum Converted {
-    Object(Resource),
+    Object(Box<Resource>),
     Invalid(Problem),
 }
+
+/// Objects (and invalid ones) of one kind by `namespace/name`.
+type Objects = (HashMap<String, Arc<Stored>>, HashMap<String, Problem>);
 
 #[derive(Default)]
 struct KindState {
     live: HashMap<String, Arc<Stored>>,
     invalid: HashMap<String, Problem>,
-    buffer: Option<(HashMap<String, Arc<Stored>>, HashMap<String, Problem>)>,
+    /// Collects a re-list until `InitDone` replaces `live` with it.
+    buffer: Option<Objects>,
     synced: bool,
 }
 
@@ -110,7 +114,7 @@ fn apply(state: &mut KindState, kind: Kind, update: Update, seen_order: &mut u64
                 map.insert(
                     key,
                     Arc::new(Stored {
-                        resource,
+                        resource: *resource,
                         seen_order: *seen_order,
                         origin: "api".into(),
                     }),
@@ -182,7 +186,7 @@ fn convert(kind: Kind, object: DynamicObject) -> (String, Converted) {
     value["apiVersion"] = api_version.into();
     value["kind"] = kind_name.into();
     let converted = match Resource::from_value(value) {
-        Parsed::Ok(resource) => Converted::Object(*resource),
+        Parsed::Ok(resource) => Converted::Object(resource),
         Parsed::Invalid(message) | Parsed::NotOurs { kind: message, .. } => {
             Converted::Invalid(Problem {
                 object: format!("{kind_name}/{key}"),
