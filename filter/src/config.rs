@@ -136,6 +136,9 @@ mod tests {
             PluginConfig::default()
         );
         assert_eq!(PluginConfig::parse(b"{}").unwrap(), PluginConfig::default());
+        let scheduler = crate::scheduling::SchedulerConfig::default();
+        assert_eq!(scheduler.metrics_stale_ms, 200);
+        assert_eq!(scheduler, PluginConfig::default().scheduler_config());
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

@@ -60,8 +60,9 @@ impl ScorerWeights {
     }
 }
 
-/// Everything the scheduler needs besides the request and the pool.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// Everything the scheduler needs besides the request and the pool. The
+/// default is the plugin configuration's default.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SchedulerConfig {
     pub weights: ScorerWeights,
     /// Endpoints whose metrics are older are filtered out (when fresher ones
@@ -69,6 +70,12 @@ pub struct SchedulerConfig {
     pub metrics_stale_ms: u32,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        crate::config::PluginConfig::default().scheduler_config()
+    }
 }
 
 /// What the scheduler knows about a request.
