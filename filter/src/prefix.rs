@@ -7,8 +7,9 @@
 //! every Envoy replica ranks the pool's endpoints by rendezvous (highest random
 //! weight) hashing of that key, so requests sharing the first
 //! `affinity_depth_blocks` blocks agree on the same owner pod with no index to
-//! share. Bounded load: an owner that is saturated, stale, or carrying more
-//! than `load_factor` × the mean queue (+ `load_slack`) is skipped for the next
+//! share. Bounded load: an owner that is saturated, stale, or whose queue
+//! (waiting + requests sent since the scrape) exceeds `load_factor` × the mean
+//! (+ `load_slack`) is skipped for the next
 //! endpoint in rendezvous order, which every replica also agrees on, so a hot
 //! prefix spills onto a second pod instead of piling onto one.
 
@@ -27,7 +28,8 @@ pub struct PrefixConfig {
     /// group. Short enough that every turn of a conversation shares it, long
     /// enough to tell different system prompts apart.
     pub affinity_depth_blocks: usize,
-    /// An owner whose queue (waiting + this Envoy's in-flight) exceeds
+    /// An owner whose queue (waiting + this Envoy's requests the last scrape
+    /// has not seen, `scheduling::affinity_queue`) exceeds
     /// `load_factor` × the candidates' mean + `load_slack` gives way.
     pub load_factor: f64,
     pub load_slack: f64,
@@ -123,7 +125,7 @@ pub fn rendezvous_weight(key: u64, endpoint_hash: u64) -> u64 {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CandidateLoad {
     pub endpoint_hash: u64,
-    /// Waiting requests plus this Envoy's in-flight ones.
+    /// Waiting requests plus this Envoy's requests not yet seen by a scrape.
     pub queue: f64,
     /// Saturated or with stale metrics: never an owner.
     pub saturated: bool,

@@ -261,7 +261,7 @@ impl Scheduler {
                     .iter()
                     .map(|c| CandidateLoad {
                         endpoint_hash: c.endpoint.address_hash,
-                        queue: f64::from(c.endpoint.waiting) + f64::from(c.inflight),
+                        queue: f64::from(affinity_queue(c.endpoint, c.inflight)),
                         saturated: c.saturated,
                     })
                     .collect();
@@ -330,6 +330,18 @@ pub fn lora_affinity(endpoint: &EndpointView, adapter: u32) -> f64 {
     } else {
         0.0
     }
+}
+
+/// The queue the bounded-load check holds against an affinity owner: waiting
+/// requests plus this Envoy's requests the last scrape cannot have seen yet
+/// (in flight beyond what the pod reports running or waiting). Requests that
+/// are already running do not count: an owner busy decoding its own group's
+/// requests is exactly where the next one should go.
+pub fn affinity_queue(endpoint: &EndpointView, inflight: u32) -> u32 {
+    let reported = endpoint.running.saturating_add(endpoint.waiting);
+    endpoint
+        .waiting
+        .saturating_add(inflight.saturating_sub(reported))
 }
 
 /// `(max - v) / (max - min)`: the least loaded scores 1, the most 0; all equal
@@ -616,6 +628,35 @@ mod tests {
         p.endpoints[owner].waiting = 0;
         let mut inflight = vec![0u32; 4];
         inflight[owner] = 30;
+        assert_ne!(
+            scheduler()
+                .pick(&p, &req, &inflight, 0, 0)
+                .unwrap()
+                .endpoint,
+            owner
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn running_requests_do_not_push_a_prefix_off_its_owner() {
+        let eps: Vec<_> = (0..4)
+            .map(|i| endpoint(&format!("10.0.0.{i}:8000"), 0, 0.1))
+            .collect();
+        let mut p = view(eps);
+        let req = RequestFeatures::new(&p, "m", &prompt(3, 0), &PrefixConfig::default());
+        let owner = scheduler().pick(&p, &req, &[], 0, 0).unwrap().endpoint;
+        // The owner runs 6 requests this Envoy sent, all visible in the scrape.
+        p.endpoints[owner].running = 6;
+        let mut inflight = vec![0u32; 4];
+        inflight[owner] = 6;
+        assert_eq!(affinity_queue(&p.endpoints[owner], 6), 0);
+        let pick = scheduler().pick(&p, &req, &inflight, 0, 0).unwrap();
+        assert!(pick.prefix_owner);
+        assert_eq!(pick.endpoint, owner);
+        // Twelve more sent since the scrape: the unseen burst counts.
+        inflight[owner] = 18;
+        assert_eq!(affinity_queue(&p.endpoints[owner], 18), 12);
         assert_ne!(
             scheduler()
                 .pick(&p, &req, &inflight, 0, 0)
