@@ -128,3 +128,48 @@ fn gke_rollout_model_waits_for_its_pool() {
     assert!(state.problems[0].object.contains("inferencemodel-sample"));
     assert!(state.problems[0].message.contains("llm-pool"));
 }
+
+#[test]
+fn deploy_rbac_grants_every_watched_kind() {
+    use sidecar_collector::discovery::file::parse_documents;
+    use sidecar_collector::resources::Kind;
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let rbac =
+        parse_documents(&std::fs::read_to_string(deploy.join("rbac.yaml")).unwrap()).unwrap();
+    let role = rbac
+        .iter()
+        .find(|d| d["kind"] == "ClusterRole")
+        .expect("a ClusterRole");
+    for kind in Kind::ALL {
+        let (group, _, _, plural) = kind.api();
+        let granted = role["rules"].as_array().unwrap().iter().any(|rule| {
+            let has = |field: &str, want: &str| {
+                rule[field]
+                    .as_array()
+                    .is_some_and(|v| v.iter().any(|x| x == want))
+            };
+            has("apiGroups", group)
+                && has("resources", plural)
+                && ["get", "list", "watch"].iter().all(|v| has("verbs", v))
+        });
+        assert!(
+            granted,
+            "rbac.yaml does not grant get/list/watch on {plural}.{group}"
+        );
+    }
+    let collector =
+        parse_documents(&std::fs::read_to_string(deploy.join("collector.yaml")).unwrap()).unwrap();
+    let deployment = collector
+        .iter()
+        .find(|d| d["kind"] == "Deployment")
+        .expect("a Deployment");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap();
+    let args: Vec<&str> = args.iter().filter_map(|a| a.as_str()).collect();
+    // The manifest's flags must be ones the binary accepts.
+    let mut argv = vec!["sidecar-collector"];
+    argv.extend(args);
+    <sidecar_collector::cli::Cli as clap::Parser>::try_parse_from(&argv)
+        .expect("deploy/collector.yaml args parse");
+}
