@@ -395,6 +395,27 @@ mod tests {
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn a_200kb_chat_routes_with_affinity_and_keeps_its_bytes() {
+        let s = state(FailureMode::FailClose);
+        let content = "Explain this log line by line. \\n é ".repeat(6_000);
+        let body = format!(
+            r#"{{"messages":[{{"role":"system","content":"{content}"}}],"stream":true,"model":"travelhelper"}}"#
+        );
+        assert!(body.len() > 200_000);
+        let first = run(Some((&s, 10)), "llm", None, Some(body.as_bytes())).unwrap();
+        assert!(first.prefix_owner && first.stream);
+        let new_body = first.new_body.unwrap();
+        let target = first.target_model.unwrap();
+        let expected = body.replacen("\"travelhelper\"", &format!("\"{target}\""), 1);
+        assert_eq!(new_body, expected.into_bytes());
+        // Same conversation, one more turn: same owner.
+        let next = body.replacen("}],", "},{\"role\":\"user\",\"content\":\"and?\"}],", 1);
+        let second = run(Some((&s, 10)), "llm", None, Some(next.as_bytes())).unwrap();
+        assert_eq!(second.endpoint, first.endpoint);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn no_ready_endpoint_is_503() {
         let mut e = endpoint("10.0.0.1:8000", 0, 0.0);
         e.ready = false;
