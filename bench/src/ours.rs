@@ -107,7 +107,7 @@ impl OursPicker {
 }
 
 impl Policy for OursPicker {
-    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> usize {
+    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize> {
         if self.view.as_ref().map(|(v, _)| *v) != Some(input.snapshot_version) {
             self.view = Some((input.snapshot_version, PoolView::from_pool(input.pool)));
         }
@@ -120,32 +120,25 @@ impl Policy for OursPicker {
             "stream": true,
         })
         .to_string();
-        let features = match parse_request(body.as_bytes()) {
-            Ok(parsed) => RequestFeatures::new(
-                view,
-                &parsed.model,
-                parsed.prompt(body.as_bytes()),
-                &self.scheduler.config().prefix,
-            ),
-            // The body is built by serde_json above; a scanner error would be a
-            // filter bug, and routing without features is what the filter would
-            // not do either: fail loudly.
-            Err(e) => panic!("the filter's body scanner rejected a valid body: {e}"),
-        };
-        match self.scheduler.pick(
+        // The body is built by serde_json above, so a scanner error is a filter
+        // bug: stop the run with it rather than route without the request's features.
+        let parsed = parse_request(body.as_bytes())
+            .map_err(|e| anyhow::anyhow!("the filter's body scanner rejected a valid body: {e}"))?;
+        let features = RequestFeatures::new(
             view,
-            &features,
-            input.inflight,
-            input.snapshot_age_ms,
-            rng.next_u64(),
-        ) {
-            Ok(pick) => pick.endpoint,
-            // Every simulated endpoint is ready, so this cannot happen; fall back
-            // like FailOpen rather than abort the run.
-            Err(_) => self
-                .scheduler
-                .pick_fail_open(view, input.inflight, rng.next_u64())
-                .map_or(0, |p| p.endpoint),
-        }
+            &parsed.model,
+            parsed.prompt(body.as_bytes()),
+            &self.scheduler.config().prefix,
+        );
+        self.scheduler
+            .pick(
+                view,
+                &features,
+                input.inflight,
+                input.snapshot_age_ms,
+                rng.next_u64(),
+            )
+            .map(|pick| pick.endpoint)
+            .map_err(|e| anyhow::anyhow!("the filter found no endpoint: {}", e.reason()))
     }
 }

@@ -26,8 +26,9 @@ pub struct PickInput<'a> {
 }
 
 pub trait Policy {
-    /// Index into `input.pool.endpoints` of the chosen endpoint.
-    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> usize;
+    /// Index into `input.pool.endpoints` of the chosen endpoint; an error when the
+    /// policy cannot pick (the run stops with it rather than guessing).
+    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize>;
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -101,8 +102,8 @@ impl FromStr for PolicyKind {
 pub struct RandomPolicy;
 
 impl Policy for RandomPolicy {
-    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> usize {
-        rng.below(input.pool.endpoints.len())
+    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize> {
+        Ok(rng.below(input.pool.endpoints.len()))
     }
 }
 
@@ -112,11 +113,11 @@ pub struct RoundRobin {
 }
 
 impl Policy for RoundRobin {
-    fn pick(&mut self, input: &PickInput<'_>, _rng: &mut Rng) -> usize {
+    fn pick(&mut self, input: &PickInput<'_>, _rng: &mut Rng) -> anyhow::Result<usize> {
         let n = input.pool.endpoints.len();
         let pick = self.next % n;
         self.next = (pick + 1) % n;
-        pick
+        Ok(pick)
     }
 }
 
@@ -125,10 +126,10 @@ impl Policy for RoundRobin {
 pub struct LeastRequest;
 
 impl Policy for LeastRequest {
-    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> usize {
+    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize> {
         let n = input.pool.endpoints.len();
         if n == 1 {
-            return 0;
+            return Ok(0);
         }
         let a = rng.below(n);
         let mut b = rng.below(n - 1);
@@ -136,11 +137,7 @@ impl Policy for LeastRequest {
             b += 1;
         }
         let load = |i: usize| input.inflight.get(i).copied().unwrap_or(0);
-        if load(b) < load(a) {
-            b
-        } else {
-            a
-        }
+        Ok(if load(b) < load(a) { b } else { a })
     }
 }
 
@@ -148,12 +145,12 @@ impl Policy for LeastRequest {
 pub struct GiePolicy(GiePicker);
 
 impl Policy for GiePolicy {
-    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> usize {
+    fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize> {
         let req = GieRequest {
             model: input.request.model(),
             prompt: &input.request.prompt,
         };
-        self.0.pick(input.pool, &req, rng)
+        Ok(self.0.pick(input.pool, &req, rng))
     }
 }
 
@@ -200,13 +197,15 @@ mod tests {
         };
         let mut rng = Rng::new(1);
         let mut rr = PolicyKind::RoundRobin.instantiate(3, &mut rng);
-        let picks: Vec<usize> = (0..6).map(|_| rr.pick(&input, &mut rng)).collect();
+        let picks: Vec<usize> = (0..6).map(|_| rr.pick(&input, &mut rng).unwrap()).collect();
         assert_eq!(picks[0..3], picks[3..6]);
         let mut seen = picks[0..3].to_vec();
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2]);
         let mut lr = PolicyKind::LeastRequest.instantiate(3, &mut rng);
-        let hits = (0..300).filter(|_| lr.pick(&input, &mut rng) == 1).count();
+        let hits = (0..300)
+            .filter(|_| lr.pick(&input, &mut rng).unwrap() == 1)
+            .count();
         // pod 1 wins whenever it is one of the two choices: 2/3 of the time
         assert!((170..230).contains(&hits), "{hits}");
     }

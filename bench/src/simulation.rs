@@ -236,7 +236,7 @@ pub fn run(
                     inflight: &replica.inflight,
                     request: spec,
                 };
-                let pod_idx = replica.policy.pick(&input, &mut replica.rng);
+                let pod_idx = replica.policy.pick(&input, &mut replica.rng)?;
                 anyhow::ensure!(
                     pod_idx < config.pods,
                     "policy picked endpoint {pod_idx} of {}",
