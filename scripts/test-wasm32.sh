@@ -35,7 +35,9 @@ export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-120}
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test -p gateway-filter --no-default-features \
+# --tests: unit and integration tests, not doctests (rustdoc would be
+# rustup's, which cannot use the Debian-built std).
+cargo test -p gateway-filter --no-default-features --tests \
   --target wasm32-unknown-unknown -Zbuild-std=std,panic_abort \
   --target-dir target/wasm32-test "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
