@@ -85,7 +85,9 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_
 
 # ---- working folder, processes, cleanup ----------------------------------------
 
-rm -rf "$OUT"
+# Only what an earlier run left: OUT may be any folder the user names.
+mkdir -p "$OUT"
+rm -rf "$OUT"/{logs,manifests,runs,tokenizer} "$OUT"/{envoy-gateway.yaml,envoy-round-robin.yaml,run.json,results.md}
 mkdir -p "$OUT"/{logs,manifests,runs}
 OUT=$(cd "$OUT" && pwd)
 
