@@ -52,6 +52,8 @@ die() { log "error: $*"; exit 1; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_E2E_ROUNDS must be a positive integer, got '$ROUNDS'"
 [[ "$PODS" =~ ^[1-9][0-9]*$ && "$PODS" -le 200 ]] || die "BENCH_E2E_PODS must be 1..200, got '$PODS'"
 [[ "$KV_BLOCKS" =~ ^[1-9][0-9]*$ ]] || die "BENCH_E2E_KV_BLOCKS must be a positive integer, got '$KV_BLOCKS'"
+[[ "$TIME_SCALE" =~ ^[0-9]+(\.[0-9]+)?$ && ! "$TIME_SCALE" =~ ^0+(\.0+)?$ ]] \
+  || die "BENCH_E2E_TIME_SCALE must be a number > 0, got '$TIME_SCALE'"
 [[ -z "$DURATION" || "$DURATION" =~ ^[1-9][0-9]*$ ]] || die "BENCH_E2E_DURATION must be a positive integer, got '$DURATION'"
 [ -f "$WORKLOAD" ] || die "workload $WORKLOAD not found"
 for bin in vllm-sim sidecar-collector; do
