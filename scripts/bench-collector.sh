@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 ENDPOINTS=${1:-256}
 SECONDS_MEASURED=${2:-20}
-BIN=${CARGO_TARGET_DIR:-target}/release
+BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 for b in vllm-sim sidecar-collector; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: run make bench-collector" >&2; exit 1; }
 done
