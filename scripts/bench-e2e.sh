@@ -243,10 +243,18 @@ run_one() { # round variant port
     --tokenizer "$OUT/tokenizer" --report-dir "$dir/report" --time-scale "$TIME_SCALE" \
     ${DURATION:+--duration "$DURATION"} >"$dir/inference-perf.yaml"
   log "round $1: $2 (inference-perf, log: $dir/inference-perf.log)"
-  if ! timeout "$RUN_TIMEOUT_S" "$BENCH_VENV/bin/inference-perf" -c "$dir/inference-perf.yaml" \
-      --log-level WARNING >"$dir/inference-perf.log" 2>&1; then
+  # In the background so a signal to this script runs its trap at once (bash defers
+  # traps while a foreground command runs); timeout passes SIGTERM on.
+  timeout "$RUN_TIMEOUT_S" "$BENCH_VENV/bin/inference-perf" -c "$dir/inference-perf.yaml" \
+    --log-level WARNING >"$dir/inference-perf.log" 2>&1 &
+  PIDS[inference-perf]=$!
+  local rc=0
+  wait "${PIDS[inference-perf]}" || rc=$?
+  unset 'PIDS[inference-perf]'
+  if [ "$rc" -ne 0 ]; then
     tail -20 "$dir/inference-perf.log" >&2
-    die "inference-perf failed against the $2 Envoy"
+    [ "$rc" -ne 124 ] || log "inference-perf ran over ${RUN_TIMEOUT_S}s"
+    die "inference-perf failed against the $2 Envoy (exit $rc)"
   fi
   scrape_pods "$dir/pods"
   curl -sf -m 5 "http://127.0.0.1:$4/stats?format=prometheus" >"$dir/envoy-stats.prom" || true

@@ -218,7 +218,7 @@ def render(runs: list[Run], run_info: dict[str, Any]) -> str:
         f"time scale {run_info.get('time_scale')}: latencies are wall-clock, pods run "
         f"{run_info.get('time_scale')}x slower than the simulated H100), workload "
         f"`{run_info.get('workload')}`, {run_info.get('rounds')} round(s) "
-        "(values are medians over rounds); "
+        "(latencies and throughput: medians over rounds; requests and pod counters: totals); "
         f"{run_info.get('date')}, {run_info.get('cores')} cores ({run_info.get('cpu')}), "
         f"load average at start {run_info.get('load_average_start')}.",
     ]
