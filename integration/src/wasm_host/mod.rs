@@ -28,6 +28,7 @@
 pub mod abi;
 mod collector;
 mod context;
+pub mod fixtures;
 pub mod headers;
 mod http;
 mod imports;

@@ -90,6 +90,8 @@ pub(crate) struct WorkerCore {
     fuel_used: u64,
     next_context_id: u32,
     killed: bool,
+    /// A stalled worker thread runs no ticks and no callouts.
+    stalled: bool,
 }
 
 impl WorkerCore {
@@ -353,6 +355,7 @@ impl Worker {
             fuel_used: 0,
             next_context_id: 2,
             killed: false,
+            stalled: false,
         };
         let root = core.state().root_context_id;
         if let Some(initialize) = initialize {
@@ -423,6 +426,12 @@ impl Worker {
         self.lock().failure.clone()
     }
 
+    /// Stalls the worker thread (a long GC, a blocked syscall): while stalled
+    /// it runs no ticks and receives no callouts; they queue until resumed.
+    pub fn set_stalled(&self, stalled: bool) {
+        self.lock().stalled = stalled;
+    }
+
     /// Kills the worker now (same as dropping the handle).
     pub fn kill(self) {}
 
@@ -468,7 +477,7 @@ pub(crate) fn deliver_pending(
 /// Runs one tick on the worker if it is due at `now_ns`.
 pub(crate) fn tick_if_due(core: &Mutex<WorkerCore>, now_ns: u64) -> anyhow::Result<bool> {
     let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
-    if core.killed || core.state().next_tick_ns.is_none_or(|t| t > now_ns) {
+    if core.killed || core.stalled || core.state().next_tick_ns.is_none_or(|t| t > now_ns) {
         return Ok(false);
     }
     core.tick()?;
@@ -477,7 +486,7 @@ pub(crate) fn tick_if_due(core: &Mutex<WorkerCore>, now_ns: u64) -> anyhow::Resu
 
 pub(crate) fn next_tick_of(core: &Mutex<WorkerCore>) -> Option<u64> {
     let mut core = core.lock().unwrap_or_else(|e| e.into_inner());
-    if core.killed {
+    if core.killed || core.stalled {
         return None;
     }
     core.state().next_tick_ns

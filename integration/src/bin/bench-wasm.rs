@@ -1,0 +1,166 @@
+//! The cost of one routing decision of the real filter, counted in wasmtime
+//! fuel (one unit per wasm instruction executed, independent of the machine
+//! and of other load on it): pools of 8, 64 and 1,024 endpoints, bodies of
+//! 1 KB and 200 KB. This is the repeatable cost figure the team tracks;
+//! wall-clock times are printed alongside for orientation only.
+//!
+//! `cargo run --release -p integration --bin bench-wasm [-- --requests N]`
+//! (needs `make wasm`; the module path comes from `$GATEWAY_FILTER_WASM`).
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use integration::wasm_host::fixtures::{completion_body, pool_of_size, snapshot};
+use integration::wasm_host::{gateway_filter_path, FilterModule, HeaderMap, Host, Worker};
+
+const ENDPOINTS: [usize; 3] = [8, 64, 1024];
+const BODIES: [(usize, &str); 2] = [(1024, "1 KB"), (200 * 1024, "200 KB")];
+const WARMUP: usize = 5;
+
+struct Row {
+    endpoints: usize,
+    body: &'static str,
+    first_request_fuel: u64,
+    request_fuel: u64,
+    exchange_fuel: u64,
+    exchange_time: Duration,
+    memory_bytes: usize,
+}
+
+fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
+    values.sort_unstable();
+    values[values.len() / 2]
+}
+
+/// Fuel of the request path (headers + body, where the decision happens) and
+/// of the whole exchange (plus response and teardown), with its wall time.
+fn one_exchange(worker: &Worker, body: &[u8]) -> anyhow::Result<(u64, u64, Duration)> {
+    let started = Instant::now();
+    let fuel_at_start = worker.fuel_used();
+    let headers = HeaderMap::from_pairs([
+        (":method", "POST".to_string()),
+        (":path", "/v1/completions".to_string()),
+        (":authority", "gateway.local".to_string()),
+        ("content-type", "application/json".to_string()),
+        ("content-length", body.len().to_string()),
+        ("x-request-id", format!("bench-{fuel_at_start}")),
+    ]);
+    let mut stream = worker.stream(headers, Some("pool-a"))?;
+    stream.request_headers(false)?;
+    stream.request_body(body, true)?;
+    let request_fuel = worker.fuel_used() - fuel_at_start;
+    anyhow::ensure!(
+        stream.upstream_headers().is_some(),
+        "the filter did not route the request: {:?}",
+        stream.local_reply()
+    );
+    stream.response_headers(
+        HeaderMap::from_pairs([(":status", "200"), ("content-type", "application/json")]),
+        false,
+    )?;
+    stream.response_body(br#"{"choices":[]}"#, true)?;
+    let exchange = stream.finish()?;
+    Ok((request_fuel, exchange.fuel, started.elapsed()))
+}
+
+fn measure(
+    module: &FilterModule,
+    endpoints: usize,
+    body_size: usize,
+    requests: usize,
+) -> anyhow::Result<(u64, u64, u64, Duration, usize)> {
+    let host = Host::new();
+    let worker = host.start_worker(module, "{}")?;
+    host.advance(Duration::from_millis(100))?;
+    let delivered = host
+        .collector()
+        .push(&snapshot(1, vec![pool_of_size("pool-a", endpoints)]))?;
+    anyhow::ensure!(delivered == 1, "no worker holds the collector stream");
+    let body = completion_body("base", body_size);
+    // The first request after a new snapshot version also decodes it.
+    let (first, _, _) = one_exchange(&worker, &body)?;
+    for _ in 0..WARMUP {
+        one_exchange(&worker, &body)?;
+    }
+    let mut request_fuel = Vec::with_capacity(requests);
+    let mut exchange_fuel = Vec::with_capacity(requests);
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let (request, exchange, time) = one_exchange(&worker, &body)?;
+        request_fuel.push(request);
+        exchange_fuel.push(exchange);
+        times.push(time);
+    }
+    Ok((
+        first,
+        median(request_fuel),
+        median(exchange_fuel),
+        median(times),
+        worker.memory_bytes(),
+    ))
+}
+
+fn parse_requests() -> anyhow::Result<usize> {
+    let mut args = std::env::args().skip(1);
+    let mut requests = 50;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--requests" => {
+                requests = args
+                    .next()
+                    .context("--requests needs a number")?
+                    .parse()
+                    .context("--requests needs a number")?;
+                anyhow::ensure!(requests > 0, "--requests must be > 0");
+            }
+            "-h" | "--help" => {
+                println!("bench-wasm [--requests N]   (N measured requests per cell, default 50)");
+                std::process::exit(0);
+            }
+            other => anyhow::bail!("unknown argument {other:?} (try --help)"),
+        }
+    }
+    Ok(requests)
+}
+
+fn main() -> anyhow::Result<()> {
+    let requests = parse_requests()?;
+    let module = FilterModule::gateway_filter()?;
+    println!(
+        "Filter cost in wasmtime fuel (≈ wasm instructions), {} (median of {requests} requests per row)",
+        gateway_filter_path().display()
+    );
+    let mut rows = Vec::new();
+    for endpoints in ENDPOINTS {
+        for (body_size, body) in BODIES {
+            let (first, request, exchange, time, memory) =
+                measure(&module, endpoints, body_size, requests)
+                    .with_context(|| format!("{endpoints} endpoints, {body} body"))?;
+            rows.push(Row {
+                endpoints,
+                body,
+                first_request_fuel: first,
+                request_fuel: request,
+                exchange_fuel: exchange,
+                exchange_time: time,
+                memory_bytes: memory,
+            });
+        }
+    }
+    println!();
+    println!("| endpoints | body | decision (request path) fuel | whole exchange fuel | first request after a new snapshot | wall time / exchange | VM memory |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for row in &rows {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.1} µs | {} KiB |",
+            row.endpoints,
+            row.body,
+            row.request_fuel,
+            row.exchange_fuel,
+            row.first_request_fuel,
+            row.exchange_time.as_secs_f64() * 1e6,
+            row.memory_bytes / 1024
+        );
+    }
+    Ok(())
+}
