@@ -196,8 +196,8 @@ async fn run(args: &Args) -> Result<()> {
         "bench-overhead: {} rounds x {} requests per arm and size, concurrency {}, 2 upstream pods, Envoy --concurrency 2",
         args.rounds, args.requests, args.concurrency
     );
-    println!("\n| body | setup | requests | median | p99 | throughput |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     let mut summary = Vec::new();
     for &size in &args.sizes {
         let body = body_of_size(size);
@@ -240,14 +240,21 @@ async fn run(args: &Args) -> Result<()> {
             all.sort();
             let wall: Duration = arm.rounds.iter().map(|r| r.wall).sum();
             let rps = all.len() as f64 / wall.as_secs_f64();
-            let (median, p99) = (quantile(&all, 0.5), quantile(&all, 0.99));
+            let (median, p90, p99) = (
+                quantile(&all, 0.5),
+                quantile(&all, 0.9),
+                quantile(&all, 0.99),
+            );
+            let mean = all.iter().sum::<Duration>() / all.len().max(1) as u32;
             println!(
-                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.0} req/s |",
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s |",
                 human_size(size),
                 arm.name,
                 all.len(),
                 ms(median),
+                ms(p90),
                 ms(p99),
+                ms(mean),
                 rps
             );
             stats.push((median, p99, rps));
