@@ -8,6 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bench="${CARGO_TARGET_DIR:-target}/release/bench-overhead"
+# The benchmark starts the collector found beside it.
+[ -x "${CARGO_TARGET_DIR:-target}/release/sidecar-collector" ] || cargo build --release -p sidecar-collector
 [ -x "$bench" ] || { echo "bench-overhead: $bench missing: run \`make bench-overhead\`" >&2; exit 1; }
 [ -f "${GATEWAY_FILTER_WASM:-target/gateway_filter.wasm}" ] || { echo "bench-overhead: the filter is missing: run \`make wasm\`" >&2; exit 1; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load $(cut -d' ' -f1-3 /proc/loadavg)"
