@@ -77,7 +77,7 @@ def get(path):
     with opener.open(base + path, timeout=5) as r:
         return r.status, r.read().decode()
 
-deadline = time.time() + 30
+deadline = time.time() + 60
 while True:
     try:
         if get("/readyz")[0] == 200:
@@ -85,6 +85,11 @@ while True:
     except Exception:
         pass
     if time.time() > deadline:
+        try:
+            text = get("/metrics")[1]
+            print("\n".join(l for l in text.splitlines() if l.startswith(("inference_pool_ready_pods", "llmgw_collector_snapshot", "llmgw_collector_ready"))))
+        except Exception as e:
+            print("metrics unavailable:", e)
         sys.exit("collector did not become ready")
     time.sleep(0.1)
 
