@@ -63,9 +63,7 @@ impl GatewayHttp {
     }
 
     fn header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
-            .ok()
-            .flatten()
+        header_value(MapType::HttpRequestHeaders, name)
     }
 
     fn set_header(&self, name: &str, value: Option<&str>) {
@@ -328,10 +326,7 @@ impl HttpContext for GatewayHttp {
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         if let ResponseMode::RestoreModel { .. } = self.response {
             let content_type =
-                hostcalls::get_map_value(MapType::HttpResponseHeaders, "content-type")
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default();
+                header_value(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
             if end_of_stream || !content_type.contains("application/json") {
                 self.response = ResponseMode::PassThrough;
             } else {
@@ -373,4 +368,14 @@ impl HttpContext for GatewayHttp {
     fn on_log(&mut self) {
         self.release_inflight();
     }
+}
+
+/// A header's value, read as bytes: the SDK's string getter unwraps the UTF-8
+/// conversion and would trap the VM on a client's non-UTF-8 value. Invalid
+/// bytes become U+FFFD, so such a value matches no objective name or number.
+fn header_value(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(map, name)
+        .ok()
+        .flatten()
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
 }
