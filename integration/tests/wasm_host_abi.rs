@@ -242,8 +242,7 @@ fn calling_an_import_the_host_lacks_fails_loudly_and_kills_the_worker() {
         .request()
         .header("x-trap", "1")
         .send()
-        .err()
-        .expect("the call traps");
+        .expect_err("the call traps");
     assert!(
         format!("{error:#}").contains("proxy_get_header_map_size"),
         "{error:#}"
@@ -251,8 +250,7 @@ fn calling_an_import_the_host_lacks_fails_loudly_and_kills_the_worker() {
     let again = worker
         .request()
         .send()
-        .err()
-        .expect("a dead worker refuses work");
+        .expect_err("a dead worker refuses work");
     assert!(format!("{again:#}").contains("is dead"), "{again:#}");
     assert!(worker.failure().is_some());
 }
