@@ -153,7 +153,7 @@ mod tests {
   "state_timeout_ms": 3000,
   "metrics_stale_ms": 200,
   "restore_public_model_name": false,
-  "scorers": {"queue": 2.0, "kv_cache": 2.0, "lora": 1.0, "prefix": 3.0, "inflight": 1.0},
+  "scorers": {"queue": 2.0, "kv_cache": 2.0, "lora": 1.0, "prefix": 6.0, "inflight": 1.0},
   "saturation": {"queue_threshold": 5, "kv_threshold": 0.8},
   "prefix": {"max_blocks": 128, "affinity_depth_blocks": 8, "load_factor": 1.25, "load_slack": 1}
 }"#,

@@ -22,7 +22,12 @@ pub struct ScorerWeights {
     pub kv_cache: f64,
     /// Adapter resident 1.0 > free slot 0.8 > adapter waiting 0.6 > 0 (default 1).
     pub lora: f64,
-    /// Owner of the request's prefix-affinity key (default 3).
+    /// Owner of the request's prefix-affinity key (default 6). It exceeds the
+    /// load scorers' combined weight (queue + kv + in-flight = 5) on purpose:
+    /// their min-max normalisation turns one waiting request into a full
+    /// point, which would otherwise hand a conversation to another pod at low
+    /// load. When to give way is the bounded-load check's decision (an owner
+    /// over its limit is no owner); measured in BENCHMARKS.md, routing quality.
     pub prefix: f64,
     /// Fewer requests this Envoy sent and not yet finished is better: keeps a
     /// burst between two scrapes from herding onto one pod (default 1).
@@ -35,7 +40,7 @@ impl Default for ScorerWeights {
             queue: 2.0,
             kv_cache: 2.0,
             lora: 1.0,
-            prefix: 3.0,
+            prefix: 6.0,
             inflight: 1.0,
         }
     }
