@@ -113,11 +113,7 @@ async fn send_turn(
 async fn connections_per_worker(stack: &Stack) -> Result<HashMap<String, u64>> {
     let url = format!("http://{}/stats", stack.envoy.admin);
     let stats = HttpClient::new().get(&url).await?.text();
-    let listener = format!(
-        "listener.{}_{}.",
-        stack.gateway.ip(),
-        stack.gateway.port()
-    );
+    let listener = format!("listener.{}_{}.", stack.gateway.ip(), stack.gateway.port());
     let mut per_worker = HashMap::new();
     for line in stats.lines() {
         let Some((name, value)) = line.split_once(": ") else {
@@ -214,9 +210,12 @@ async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full(
         let body = format!(r#"{{"model":"{BASE_MODEL}","prompt":"held {i}","max_tokens":4}}"#);
         held.spawn(async move { client.post(&url, &[], body).await });
     }
-    wait_for_pod(&stack, "the held pod's queue in the collector", full.addr(), |e| {
-        e.waiting as usize >= HELD
-    })
+    wait_for_pod(
+        &stack,
+        "the held pod's queue in the collector",
+        full.addr(),
+        |e| e.waiting as usize >= HELD,
+    )
     .await?;
     let mut moved_to = None;
     for turn in 4..7 {
