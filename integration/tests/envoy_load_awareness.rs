@@ -8,7 +8,6 @@ use integration::e2e::envoy_config::Route;
 use integration::e2e::load::{run_concurrently, share};
 use integration::e2e::scenarios::{self, GKE_POOL};
 use integration::e2e::stack::{Stack, StackSpec};
-use integration::e2e::wait::wait_until;
 
 const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
@@ -28,51 +27,13 @@ async fn gke_stack(time_scale: &str) -> Result<Stack> {
     Ok(stack)
 }
 
-/// Waits until the collector reports `check` true for pod `addr`.
-async fn wait_for_endpoint(
-    stack: &Stack,
-    what: &str,
-    addr: std::net::SocketAddr,
-    check: impl Fn(&pool_state::Endpoint, &pool_state::Pool) -> bool,
-) -> Result<()> {
-    let collector = stack.collector.as_ref().expect("collector running");
-    let address = addr.to_string();
-    wait_until(what, Duration::from_secs(10), || async {
-        let snapshot = collector.snapshot().await?;
-        Ok(snapshot.pools.iter().any(|pool| {
-            pool.endpoints
-                .iter()
-                .any(|e| e.address == address && check(e, pool))
-        }))
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_with_its_queue_held_high_gets_under_5_percent() -> Result<()> {
     const HELD: usize = 20;
     const REQUESTS: usize = 200;
     let stack = gke_stack("0.02").await?;
     let busy = stack.fleet.pods[0].clone();
-    stack
-        .fleet
-        .set_faults(&busy.name, serde_json::json!({"pause_engine": true}))
-        .await?;
-    // Requests sent straight to the paused pod pile up in its queue.
-    let mut held = tokio::task::JoinSet::new();
-    for i in 0..HELD {
-        let client = stack.client.clone();
-        let url = format!("{}/v1/completions", busy.url());
-        let body = format!(r#"{{"model":"{BASE_MODEL}","prompt":"held {i}","max_tokens":4}}"#);
-        held.spawn(async move { client.post(&url, &[], body).await });
-    }
-    wait_for_endpoint(
-        &stack,
-        "the held pod's queue in the collector",
-        busy.addr(),
-        |e, _| e.waiting as usize >= HELD,
-    )
-    .await?;
+    let mut held = stack.hold_queue(&busy, HELD, BASE_MODEL).await?;
 
     // A request the gateway sends to the paused pod cannot finish while it is
     // paused: count a timeout as a request sent there.
@@ -141,25 +102,23 @@ async fn requests_for_an_adapter_go_to_the_pod_where_it_is_resident() -> Result<
         long.spawn(async move { client.post(&url, &[], body).await });
     }
     for pod in &stack.fleet.pods {
-        wait_for_endpoint(
-            &stack,
-            "a running request on every pod",
-            pod.addr(),
-            |e, _| e.running >= 1,
+        stack
+            .wait_for_endpoint("a running request on every pod", pod.addr(), |e, _| {
+                e.running >= 1
+            })
+            .await?;
+    }
+    stack
+        .wait_for_endpoint(
+            "the adapter resident on one pod",
+            resident.addr(),
+            |e, pool| {
+                e.running_adapters.iter().any(|&i| {
+                    pool.adapter_names.get(i as usize).map(String::as_str) == Some(ADAPTER)
+                })
+            },
         )
         .await?;
-    }
-    wait_for_endpoint(
-        &stack,
-        "the adapter resident on one pod",
-        resident.addr(),
-        |e, pool| {
-            e.running_adapters
-                .iter()
-                .any(|&i| pool.adapter_names.get(i as usize).map(String::as_str) == Some(ADAPTER))
-        },
-    )
-    .await?;
 
     let mut served = Vec::new();
     for i in 0..REQUESTS {

@@ -15,12 +15,11 @@
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Result};
 use integration::e2e::envoy_config::Route;
 use integration::e2e::http::HttpClient;
 use integration::e2e::scenarios::{self, GKE_POOL};
 use integration::e2e::stack::{Stack, StackSpec};
-use integration::e2e::wait::wait_until;
 use serde_json::{json, Value};
 
 const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
@@ -130,26 +129,6 @@ async fn connections_per_worker(stack: &Stack) -> Result<HashMap<String, u64>> {
     Ok(per_worker)
 }
 
-/// Waits until the collector publishes `check` true for `pod`'s endpoint.
-async fn wait_for_pod(
-    stack: &Stack,
-    what: &str,
-    pod: std::net::SocketAddr,
-    check: impl Fn(&pool_state::Endpoint) -> bool,
-) -> Result<()> {
-    let collector = stack.collector.as_ref().context("collector running")?;
-    let address = pod.to_string();
-    wait_until(what, Duration::from_secs(10), || async {
-        let snapshot = collector.snapshot().await?;
-        Ok(snapshot
-            .pools
-            .iter()
-            .flat_map(|p| &p.endpoints)
-            .any(|e| e.address == address && check(e)))
-    })
-    .await
-}
-
 fn expect_served(served: &[Option<String>], turn: usize) -> Result<Vec<String>> {
     served
         .iter()
@@ -199,24 +178,7 @@ async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full(
 
     // Phase 2: the first conversation's pod is paused with a long queue.
     let full = stack.fleet.pod(&home[0]).clone();
-    stack
-        .fleet
-        .set_faults(&full.name, json!({"pause_engine": true}))
-        .await?;
-    let mut held = tokio::task::JoinSet::new();
-    for i in 0..HELD {
-        let client = stack.client.clone();
-        let url = format!("{}/v1/completions", full.url());
-        let body = format!(r#"{{"model":"{BASE_MODEL}","prompt":"held {i}","max_tokens":4}}"#);
-        held.spawn(async move { client.post(&url, &[], body).await });
-    }
-    wait_for_pod(
-        &stack,
-        "the held pod's queue in the collector",
-        full.addr(),
-        |e| e.waiting as usize >= HELD,
-    )
-    .await?;
+    let mut held = stack.hold_queue(&full, HELD, BASE_MODEL).await?;
     let mut moved_to = None;
     for turn in 4..7 {
         let served = send_turn(&stack, &mut conversations, turn).await?;
@@ -256,10 +218,11 @@ async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full(
         let reply = done??;
         ensure!(reply.status == 200, "held request: {}", reply.status);
     }
-    wait_for_pod(&stack, "the held pod's queue drained", full.addr(), |e| {
-        e.waiting == 0 && e.running == 0
-    })
-    .await?;
+    stack
+        .wait_for_endpoint("the held pod's queue drained", full.addr(), |e, _| {
+            e.waiting == 0 && e.running == 0
+        })
+        .await?;
     let served = expect_served(&send_turn(&stack, &mut conversations, 7).await?, 7)?;
     ensure!(
         served[0] == full.name,

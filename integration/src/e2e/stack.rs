@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
 use tempfile::TempDir;
+use tokio::task::JoinSet;
 
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
@@ -15,6 +17,7 @@ use super::envoy_config::{EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
+use super::wait::wait_until;
 
 /// A pod and the InferencePool its labels put it in.
 #[derive(Debug, Clone)]
@@ -124,6 +127,60 @@ impl Stack {
         body: impl Into<Bytes>,
     ) -> Result<Reply> {
         self.client.post(&self.url(path), headers, body).await
+    }
+
+    /// Holds `pod`'s queue high: pauses its engine, sends it `count` requests
+    /// for `model` directly (not through the gateway) and returns once the
+    /// collector publishes them waiting. The requests finish when the pod is
+    /// resumed; dropping or aborting the set abandons them.
+    pub async fn hold_queue(
+        &self,
+        pod: &SimPod,
+        count: usize,
+        model: &str,
+    ) -> Result<JoinSet<Result<Reply>>> {
+        self.fleet
+            .set_faults(&pod.name, serde_json::json!({"pause_engine": true}))
+            .await?;
+        let mut held = JoinSet::new();
+        for i in 0..count {
+            let client = self.client.clone();
+            let url = format!("{}/v1/completions", pod.url());
+            let body =
+                serde_json::json!({"model": model, "prompt": format!("held {i}"), "max_tokens": 4})
+                    .to_string();
+            held.spawn(async move { client.post(&url, &[], body).await });
+        }
+        self.wait_for_endpoint(
+            "the held pod's queue in the collector",
+            pod.addr(),
+            |e, _| e.waiting as usize >= count,
+        )
+        .await?;
+        Ok(held)
+    }
+
+    /// Waits until the collector publishes `check` true for the endpoint at `addr`.
+    pub async fn wait_for_endpoint(
+        &self,
+        what: &str,
+        addr: SocketAddr,
+        check: impl Fn(&pool_state::Endpoint, &pool_state::Pool) -> bool,
+    ) -> Result<()> {
+        let collector = self
+            .collector
+            .as_ref()
+            .context("the collector is stopped")?;
+        let address = addr.to_string();
+        wait_until(what, Duration::from_secs(10), || async {
+            let snapshot = collector.snapshot().await?;
+            Ok(snapshot.pools.iter().any(|pool| {
+                pool.endpoints
+                    .iter()
+                    .any(|e| e.address == address && check(e, pool))
+            }))
+        })
+        .await
     }
 
     /// The pool a pod belongs to, by pod name (`x-sim-pod`).
