@@ -4,23 +4,17 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Result};
-use integration::e2e::envoy_config::Route;
 use integration::e2e::load::{run_concurrently, share};
-use integration::e2e::scenarios::{self, GKE_POOL};
-use integration::e2e::stack::{Stack, StackSpec};
+use integration::e2e::scenarios;
+use integration::e2e::stack::Stack;
 
 const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
 
 async fn gke_stack(time_scale: &str) -> Result<Stack> {
-    let stack = Stack::start(StackSpec {
-        pods: scenarios::gke_pods(3)?,
-        sim_args: ["--time-scale", time_scale, "--seed", "11"]
-            .map(String::from)
-            .to_vec(),
-        manifests: scenarios::gke_manifests(),
-        routes: vec![Route::to_pool("GKE pool", None, GKE_POOL)],
-        ..Default::default()
-    })
+    let stack = Stack::start(scenarios::gke_spec(
+        3,
+        &["--time-scale", time_scale, "--seed", "11"],
+    )?)
     .await?;
     let probe = format!(r#"{{"model":"{BASE_MODEL}","prompt":"hi","max_tokens":1}}"#);
     stack.wait_routable("/v1/completions", &[], &probe).await?;

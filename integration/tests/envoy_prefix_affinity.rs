@@ -16,10 +16,9 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
-use integration::e2e::envoy_config::Route;
 use integration::e2e::http::HttpClient;
-use integration::e2e::scenarios::{self, GKE_POOL};
-use integration::e2e::stack::{Stack, StackSpec};
+use integration::e2e::scenarios;
+use integration::e2e::stack::Stack;
 use serde_json::{json, Value};
 
 const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
@@ -144,15 +143,10 @@ fn expect_served(served: &[Option<String>], turn: usize) -> Result<Vec<String>> 
 async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full() -> Result<()> {
     const HELD: usize = 20;
     let started = std::time::Instant::now();
-    let stack = Stack::start(StackSpec {
-        pods: scenarios::gke_pods(PODS)?,
-        sim_args: ["--time-scale", "0.02", "--seed", "7"]
-            .map(String::from)
-            .to_vec(),
-        manifests: scenarios::gke_manifests(),
-        routes: vec![Route::to_pool("GKE pool", None, GKE_POOL)],
-        ..Default::default()
-    })
+    let stack = Stack::start(scenarios::gke_spec(
+        PODS,
+        &["--time-scale", "0.02", "--seed", "7"],
+    )?)
     .await?;
     let probe = format!(r#"{{"model":"{BASE_MODEL}","prompt":"hi","max_tokens":1}}"#);
     stack.wait_routable("/v1/completions", &[], &probe).await?;

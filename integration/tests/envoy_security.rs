@@ -3,7 +3,6 @@
 
 use anyhow::Result;
 use integration::e2e::components::SimFleet;
-use integration::e2e::envoy_config::Route;
 use integration::e2e::load::ensure_openai_error;
 use integration::e2e::pods::SimPod;
 use integration::e2e::ports::free_port;
@@ -16,14 +15,11 @@ const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 async fn gke_stack() -> Result<Stack> {
     let stack = Stack::start(StackSpec {
-        pods: scenarios::gke_pods(3)?,
-        sim_args: ["--time-scale", "0.01"].map(String::from).to_vec(),
-        manifests: scenarios::gke_manifests(),
-        routes: vec![Route::to_pool("GKE pool", None, GKE_POOL)],
         plugin_config: serde_json::json!({
             "collector_cluster": "llmgw_collector",
             "max_body_bytes": MAX_BODY_BYTES,
         }),
+        ..scenarios::gke_spec(3, &["--time-scale", "0.01"])?
     })
     .await?;
     stack

@@ -3,9 +3,10 @@
 
 use anyhow::Result;
 
+use super::envoy_config::Route;
 use super::pods::SimPod;
 use super::ports::free_port;
-use super::stack::PoolPod;
+use super::stack::{PoolPod, StackSpec};
 
 /// GKE guide pool (InferencePool v1, FailClose).
 pub const GKE_POOL: &str = "vllm-llama3.1-8b-instruct";
@@ -71,6 +72,18 @@ pub fn gke_pods(count: usize) -> Result<Vec<PoolPod>> {
         &[("app", GKE_POOL)],
         LLAMA_SIM_ARGS,
     )
+}
+
+/// A gateway in front of `count` GKE pods: the guide's manifests, one route
+/// to the pool, the demo's plugin configuration; `sim_args` go to every pod.
+pub fn gke_spec(count: usize, sim_args: &[&str]) -> Result<StackSpec> {
+    Ok(StackSpec {
+        pods: gke_pods(count)?,
+        sim_args: sim_args.iter().map(|a| a.to_string()).collect(),
+        manifests: gke_manifests(),
+        routes: vec![Route::to_pool("GKE pool", None, GKE_POOL)],
+        ..Default::default()
+    })
 }
 
 /// Qwen pods of `mymodel-pool-v1`.
