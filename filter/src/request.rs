@@ -6,6 +6,7 @@
 //! single pass over the bytes validates the JSON and records where each
 //! top-level value lies; every other byte stays exactly as the client sent it.
 
+use std::borrow::Cow;
 use std::ops::Range;
 
 /// Containers deeper than this are refused (Python's json, behind vLLM, stops
@@ -166,10 +167,8 @@ struct TopLevelFields {
 }
 
 fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(BodyError::NotUtf8 {
-            offset: e.valid_up_to(),
-        });
+    if let Err(offset) = validate_utf8(body) {
+        return Err(BodyError::NotUtf8 { offset });
     }
     let mut s = Scanner {
         bytes: body,
@@ -198,7 +197,7 @@ fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
         loop {
             s.skip_ws();
             let key = s.string_span()?;
-            let key = decode_string(body.get(key.clone()).unwrap_or_default());
+            let key = key_name(body.get(key.clone()).unwrap_or_default());
             s.skip_ws();
             s.expect(b':', "':'")?;
             s.skip_ws();
@@ -236,6 +235,17 @@ fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
         return Err(s.error("end of input"));
     }
     Ok(fields)
+}
+
+/// A key token's text: borrowed when it has no escapes (every key of a
+/// real request), decoded otherwise.
+fn key_name(token: &[u8]) -> Option<Cow<'_, str>> {
+    let inner = token.get(1..token.len().checked_sub(1)?)?;
+    if inner.contains(&b'\\') {
+        decode_string(token).map(Cow::Owned)
+    } else {
+        std::str::from_utf8(inner).ok().map(Cow::Borrowed)
+    }
 }
 
 /// Decodes a JSON string token (quotes included). `None` when an escape is
@@ -292,6 +302,60 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
     Some(v)
 }
 
+/// Checks that `bytes` are UTF-8; `Err` holds the offset of the first invalid
+/// byte. Bodies are mostly ASCII, so their ASCII head is skipped 32 bytes per
+/// step with word arithmetic, and std's validator takes over at the first
+/// non-ASCII byte (its own ASCII fast path uses 4-byte words on wasm32).
+fn validate_utf8(bytes: &[u8]) -> Result<(), usize> {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (blocks, _) = bytes.as_chunks::<32>();
+    let ascii = blocks
+        .iter()
+        .position(|block| {
+            let (words, _) = block.as_chunks::<8>();
+            words.iter().fold(0, |acc, &w| acc | u64::from_le_bytes(w)) & HIGH != 0
+        })
+        .unwrap_or(blocks.len())
+        * 32;
+    let rest = bytes.get(ascii..).unwrap_or_default();
+    std::str::from_utf8(rest)
+        .map(|_| ())
+        .map_err(|e| ascii + e.valid_up_to())
+}
+
+/// Index of the first byte that ends a plain run inside a JSON string: `"`,
+/// `\\` or a control character (< 0x20). Prompts are almost all plain string
+/// bytes, so this loop is the scanner's cost: it tests eight bytes per step
+/// with word arithmetic (wasm has 64-bit integers; no SIMD needed), then
+/// finishes the tail byte by byte.
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const QUOTES: u64 = ONES * b'"' as u64;
+    const BACKSLASHES: u64 = ONES * b'\\' as u64;
+    const SPACES: u64 = ONES * 0x20;
+    let (words, tail) = bytes.as_chunks::<8>();
+    for (i, &word) in words.iter().enumerate() {
+        let w = u64::from_le_bytes(word);
+        // A byte's high bit is set in `(x - ONES) & !x` when that byte of x is
+        // zero (and, by the borrow, possibly in higher bytes above a zero), and
+        // in `(w - SPACES) & !w` when that byte of w is below 0x20: the lowest
+        // set bit always marks a real match.
+        let quote = w ^ QUOTES;
+        let backslash = w ^ BACKSLASHES;
+        let found = ((quote.wrapping_sub(ONES) & !quote)
+            | (backslash.wrapping_sub(ONES) & !backslash)
+            | (w.wrapping_sub(SPACES) & !w))
+            & HIGH;
+        if found != 0 {
+            return Some(i * 8 + (found.trailing_zeros() / 8) as usize);
+        }
+    }
+    tail.iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| words.len() * 8 + i)
+}
+
 struct Scanner<'a> {
     bytes: &'a [u8],
     pos: usize,
@@ -330,10 +394,7 @@ impl Scanner<'_> {
         self.expect(b'"', "a string")?;
         loop {
             let rest = self.bytes.get(self.pos..).unwrap_or_default();
-            let Some(i) = rest
-                .iter()
-                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
-            else {
+            let Some(i) = string_stop(rest) else {
                 self.pos = self.bytes.len();
                 return Err(self.error("'\"' closing the string"));
             };
@@ -639,6 +700,51 @@ mod tests {
             "]".repeat(500)
         );
         assert!(parse(&ok).is_ok());
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn string_stop_finds_the_first_stop_byte_at_every_position() {
+        let naive = |bytes: &[u8]| {
+            bytes
+                .iter()
+                .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        };
+        // Bytes around every edge the word test has: the stop bytes, their
+        // neighbours, 0x1f/0x20, and UTF-8 lead/continuation bytes.
+        let alphabet = [
+            b'"', b'\\', 0x00, 0x1f, 0x20, 0x21, b'!', b'#', b'[', b']', b'a', 0x7f, 0x80, 0xa2,
+            0xc3, 0xe9, 0xff,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in 0..40 {
+            for _ in 0..200 {
+                let bytes: Vec<u8> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        // Mostly plain bytes, so stops land anywhere in a word.
+                        if state.is_multiple_of(5) {
+                            alphabet[(state >> 8) as usize % alphabet.len()]
+                        } else {
+                            b'a' + (state >> 16) as u8 % 26
+                        }
+                    })
+                    .collect();
+                assert_eq!(string_stop(&bytes), naive(&bytes), "{bytes:?}");
+            }
+        }
+        for stop in [b'"', b'\\', 0x00, 0x1f] {
+            for at in 0..24 {
+                let mut bytes = vec![b'x'; 24];
+                bytes[at] = stop;
+                assert_eq!(string_stop(&bytes), Some(at));
+                bytes[at..].fill(stop);
+                assert_eq!(string_stop(&bytes), Some(at), "a run of stops");
+            }
+        }
+        assert_eq!(string_stop("é€😀 plain".repeat(9).as_bytes()), None);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
