@@ -3,6 +3,7 @@
 //! is sanitised and bounded: client-chosen strings never become stat names
 //! unless the pool state knows them, so a client cannot explode cardinality.
 
+use crate::prefix::{hash_bytes, mix64};
 use crate::state::PoolView;
 
 pub const REQUESTS_TOTAL: &str = "llmgw_requests_total";
@@ -77,6 +78,68 @@ pub fn errors(reason: &str) -> String {
     format!("{ERRORS_TOTAL}.reason.{}", label(reason))
 }
 
+/// One stat the filter emits, named by its parts. The host caches metric ids
+/// by [`Stat::key`], computed from the parts without building the name, so a
+/// request formats no stat names once its stats exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stat<'a> {
+    Requests {
+        pool: &'a str,
+        model: &'a str,
+        target_model: &'a str,
+    },
+    Picks {
+        pool: &'a str,
+        endpoint: &'a str,
+    },
+    PerPool {
+        metric: &'static str,
+        pool: &'a str,
+    },
+    Errors {
+        reason: &'a str,
+    },
+    Plain(&'static str),
+}
+
+impl Stat<'_> {
+    /// The Envoy stat name.
+    pub fn name(&self) -> String {
+        match *self {
+            Stat::Requests {
+                pool,
+                model,
+                target_model,
+            } => requests(pool, model, target_model),
+            Stat::Picks { pool, endpoint } => picks(pool, endpoint),
+            Stat::PerPool { metric, pool } => per_pool(metric, pool),
+            Stat::Errors { reason } => errors(reason),
+            Stat::Plain(name) => name.to_string(),
+        }
+    }
+
+    /// A 64-bit identity of the stat's parts. Distinct stats collide with
+    /// probability ~n²/2⁶⁵: about 3·10⁻¹² for a worker's 10,000 names at most.
+    pub fn key(&self) -> u64 {
+        let chain = |parts: &[&str]| {
+            parts.iter().fold(0x5354_4154_u64, |h, part| {
+                mix64(h.rotate_left(17) ^ hash_bytes(part.as_bytes()))
+            })
+        };
+        match *self {
+            Stat::Requests {
+                pool,
+                model,
+                target_model,
+            } => chain(&[REQUESTS_TOTAL, pool, model, target_model]),
+            Stat::Picks { pool, endpoint } => chain(&[PICKS_TOTAL, pool, endpoint]),
+            Stat::PerPool { metric, pool } => chain(&[metric, pool]),
+            Stat::Errors { reason } => chain(&[ERRORS_TOTAL, reason]),
+            Stat::Plain(name) => chain(&[name]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +161,54 @@ mod tests {
             errors("invalid_json"),
             "llmgw_errors_total.reason.invalid_json"
         );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn stat_keys_tell_every_stat_apart_and_names_match_the_builders() {
+        let stats = [
+            Stat::Requests {
+                pool: "p",
+                model: "m",
+                target_model: "t",
+            },
+            Stat::Requests {
+                pool: "p",
+                model: "mt",
+                target_model: "",
+            },
+            Stat::Requests {
+                pool: "p",
+                model: "t",
+                target_model: "m",
+            },
+            Stat::Picks {
+                pool: "p",
+                endpoint: "1.2.3.4:5",
+            },
+            Stat::Picks {
+                pool: "p",
+                endpoint: "1.2.3.4:6",
+            },
+            Stat::PerPool {
+                metric: SHED_TOTAL,
+                pool: "p",
+            },
+            Stat::PerPool {
+                metric: FAIL_OPEN_TOTAL,
+                pool: "p",
+            },
+            Stat::Errors { reason: "p" },
+            Stat::Plain(DECISION_TIME_US),
+        ];
+        let mut keys: Vec<u64> = stats.iter().map(Stat::key).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), stats.len());
+        assert_eq!(stats[0].key(), stats[0].key(), "stable");
+        assert_eq!(stats[3].name(), picks("p", "1.2.3.4:5"));
+        assert_eq!(stats[5].name(), "llmgw_shed_total.pool.p");
+        assert_eq!(stats[8].name(), DECISION_TIME_US);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

@@ -11,21 +11,15 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::decision::{decide, Decision, Rejection, RequestContext};
 use crate::errors::GatewayError;
-use crate::inflight::{self, InflightTable};
+use crate::headers::{RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER};
+use crate::inflight;
+use crate::prefix::hash_bytes;
 use crate::random::Draws;
 use crate::request::{find_response_model, rewrite_model};
-use crate::stats;
+use crate::stats::{self, Stat};
 
 use super::worker::Worker;
-use super::{log, now_ms, now_nanos, shared};
-
-/// Header that carries the pick to the ORIGINAL_DST cluster.
-pub(crate) const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
-pub(crate) const OBJECTIVE_HEADER: &str = "x-gateway-inference-objective";
-pub(crate) const TARGET_MODEL_HEADER: &str = "x-gateway-target-model";
-pub(crate) const POOL_HEADER: &str = "x-gateway-pool";
-/// Headers only the gateway may set; client values are removed.
-const CONTROL_HEADERS: [&str; 3] = [DESTINATION_HEADER, TARGET_MODEL_HEADER, POOL_HEADER];
+use super::{log, now_nanos, shared};
 
 /// Responses larger than this are passed on without restoring the model name.
 const MAX_RESPONSE_REWRITE_BYTES: usize = 4 * 1024 * 1024;
@@ -44,10 +38,13 @@ pub(crate) struct GatewayHttp {
     worker: Option<Rc<Worker>>,
     /// Set once a local reply was sent, so later callbacks do nothing.
     replied: bool,
-    /// (shared-data key, endpoint) to decrement when the request ends.
-    inflight: Option<(String, String)>,
+    /// (shared-data key, endpoint address hash) to decrement when the
+    /// request ends.
+    inflight: Option<(String, u64)>,
     response: ResponseMode,
     last_body_size: usize,
+    /// Read once, in `on_http_request_headers`.
+    headers: RequestHeaders,
 }
 
 impl GatewayHttp {
@@ -59,11 +56,8 @@ impl GatewayHttp {
             inflight: None,
             response: ResponseMode::PassThrough,
             last_body_size: 0,
+            headers: RequestHeaders::default(),
         }
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        header_value(MapType::HttpRequestHeaders, name)
     }
 
     fn set_header(&self, name: &str, value: Option<&str>) {
@@ -78,10 +72,9 @@ impl GatewayHttp {
     fn reply(&mut self, error: &GatewayError) -> Action {
         self.replied = true;
         if let Some(worker) = &self.worker {
-            worker
-                .metrics
-                .borrow_mut()
-                .increment(stats::errors(error.reason));
+            worker.metrics.borrow_mut().increment(Stat::Errors {
+                reason: error.reason,
+            });
         }
         let body = error.body();
         let headers = vec![
@@ -99,6 +92,7 @@ impl GatewayHttp {
 
     fn route(&mut self, body: Option<&[u8]>) -> Action {
         let started = now_nanos();
+        let now = started / 1_000_000;
         let Some(worker) = self.worker.clone() else {
             return self.reply(&GatewayError::unavailable(
                 "not_configured",
@@ -109,49 +103,47 @@ impl GatewayHttp {
             .ok()
             .flatten()
             .and_then(|b| String::from_utf8(b).ok());
-        let objective = self.header(OBJECTIVE_HEADER);
-        let request_id = self.header("x-request-id").unwrap_or_default();
-        let now = now_ms();
         let current = worker.current_state(now);
         let ctx = RequestContext {
             cluster: cluster.as_deref(),
-            objective: objective.as_deref(),
+            objective: self.headers.objective.as_deref(),
             state: current.as_ref().map(|c| (c.view.as_ref(), c.age_ms)),
         };
-        let key_prefix = worker.config.key_prefix.clone();
-        let mut draws = Draws::for_request(request_id.as_bytes(), started, self.context_id);
+        let key_prefix = &worker.config.key_prefix;
+        let mut draws = Draws::for_request(&self.headers.request_id, started, self.context_id);
+        let mut inflight_read = None;
         let outcome = decide(
             &worker.config,
             &worker.scheduler,
             ctx,
             body,
             |pool| {
-                let table = shared::read(&inflight::shared_key(&key_prefix, &pool.name))
-                    .map(|b| InflightTable::decode(&b))
-                    .unwrap_or_default();
-                table.counts_for(pool)
+                let read = shared::read_inflight(inflight::shared_key(key_prefix, &pool.name));
+                let counts = read.table.counts_for(pool);
+                inflight_read = Some(read);
+                counts
             },
             &mut draws,
         );
         let action = match outcome {
-            Ok(decision) => self.apply(&worker, decision, body),
+            Ok(decision) => self.apply(&worker, decision, body, inflight_read),
             Err(rejection) => self.reject(&worker, rejection),
         };
         let elapsed_us = now_nanos().saturating_sub(started) / 1_000;
         worker
             .metrics
             .borrow_mut()
-            .record(stats::DECISION_TIME_US.to_string(), elapsed_us);
+            .record(Stat::Plain(stats::DECISION_TIME_US), elapsed_us);
         action
     }
 
     fn reject(&mut self, worker: &Worker, rejection: Rejection) -> Action {
         if rejection.error.status == 429 {
             if let Some(pool) = &rejection.pool {
-                worker
-                    .metrics
-                    .borrow_mut()
-                    .increment(stats::per_pool(stats::SHED_TOTAL, pool));
+                worker.metrics.borrow_mut().increment(Stat::PerPool {
+                    metric: stats::SHED_TOTAL,
+                    pool,
+                });
             }
         }
         if rejection.error.status >= 500 {
@@ -166,7 +158,13 @@ impl GatewayHttp {
         self.reply(&rejection.error)
     }
 
-    fn apply(&mut self, worker: &Worker, decision: Decision, body: Option<&[u8]>) -> Action {
+    fn apply(
+        &mut self,
+        worker: &Worker,
+        decision: Decision,
+        body: Option<&[u8]>,
+        inflight_read: Option<shared::InflightRead>,
+    ) -> Action {
         if let (Some(new_body), Some(old)) = (&decision.new_body, body) {
             if let Err(status) =
                 hostcalls::set_buffer(BufferType::HttpRequestBody, 0, old.len(), new_body)
@@ -180,7 +178,7 @@ impl GatewayHttp {
                     "the gateway could not rewrite the request",
                 ));
             }
-            if self.header("content-length").is_some() {
+            if self.headers.content_length.is_some() {
                 self.set_header("content-length", Some(&new_body.len().to_string()));
             }
         }
@@ -189,9 +187,16 @@ impl GatewayHttp {
         if let Some(target) = &decision.target_model {
             self.set_header(TARGET_MODEL_HEADER, Some(target));
         }
-        let key = inflight::shared_key(&worker.config.key_prefix, &decision.pool);
-        if shared::add_inflight(&key, &decision.endpoint, true) {
-            self.inflight = Some((key, decision.endpoint.clone()));
+        let endpoint_hash = hash_bytes(decision.endpoint.as_bytes());
+        let read = inflight_read.unwrap_or_else(|| {
+            shared::read_inflight(inflight::shared_key(
+                &worker.config.key_prefix,
+                &decision.pool,
+            ))
+        });
+        let key = read.key.clone();
+        if shared::increment_inflight(read, endpoint_hash) {
+            self.inflight = Some((key, endpoint_hash));
         }
         if worker.config.restore_public_model_name && !decision.stream {
             if let (Some(public), Some(served)) = (&decision.public_model, &decision.target_model) {
@@ -204,20 +209,27 @@ impl GatewayHttp {
             }
         }
         let mut metrics = worker.metrics.borrow_mut();
-        metrics.increment(stats::requests(
-            &decision.pool,
-            &decision.model_label,
-            &decision.target_label,
-        ));
-        metrics.increment(stats::picks(&decision.pool, &decision.endpoint));
+        let pool = decision.pool.as_str();
+        metrics.increment(Stat::Requests {
+            pool,
+            model: &decision.model_label,
+            target_model: &decision.target_label,
+        });
+        metrics.increment(Stat::Picks {
+            pool,
+            endpoint: &decision.endpoint,
+        });
         if decision.fail_open {
-            metrics.increment(stats::per_pool(stats::FAIL_OPEN_TOTAL, &decision.pool));
+            metrics.increment(Stat::PerPool {
+                metric: stats::FAIL_OPEN_TOTAL,
+                pool,
+            });
         }
         if decision.prefix_owner {
-            metrics.increment(stats::per_pool(
-                stats::PREFIX_AFFINITY_TOTAL,
-                &decision.pool,
-            ));
+            metrics.increment(Stat::PerPool {
+                metric: stats::PREFIX_AFFINITY_TOTAL,
+                pool,
+            });
         }
         Action::Continue
     }
@@ -225,8 +237,7 @@ impl GatewayHttp {
     /// Methods that carry no OpenAI body (`GET /v1/models`) are balanced by
     /// load alone; anything else needs a body naming the model.
     fn route_without_body(&mut self) -> Action {
-        let method = self.header(":method").unwrap_or_default();
-        if matches!(method.as_str(), "GET" | "HEAD" | "DELETE" | "OPTIONS") {
+        if self.headers.bodyless_method {
             self.route(None)
         } else {
             self.reply(&crate::request::BodyError::Empty.into())
@@ -264,8 +275,8 @@ impl GatewayHttp {
 
 impl GatewayHttp {
     fn release_inflight(&mut self) {
-        if let Some((key, endpoint)) = self.inflight.take() {
-            shared::add_inflight(&key, &endpoint, false);
+        if let Some((key, endpoint_hash)) = self.inflight.take() {
+            shared::add_inflight(&key, endpoint_hash, false);
         }
     }
 }
@@ -279,7 +290,10 @@ impl Context for GatewayHttp {
 
 impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        for name in CONTROL_HEADERS {
+        // One host call for the whole map instead of one per header read.
+        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        self.headers = RequestHeaders::read(pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        for name in &self.headers.control_headers {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log(
                     LogLevel::Warn,
@@ -288,10 +302,11 @@ impl HttpContext for GatewayHttp {
             }
         }
         let limit = self.max_body_bytes();
-        let declared = self
-            .header("content-length")
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit) {
+        if self
+            .headers
+            .declared_length()
+            .is_some_and(|len| len > limit)
+        {
             return self.reply(&GatewayError::body_too_large(limit));
         }
         if end_of_stream {

@@ -1,10 +1,13 @@
-//! Envoy stats through `define_metric`: each distinct name is defined once per
-//! worker and its id cached.
+//! Envoy stats through `define_metric`: each distinct stat is defined once
+//! per worker and its id cached by `Stat::key`, so the name is built only
+//! the first time.
 
 use std::collections::HashMap;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::MetricType;
+
+use crate::stats::Stat;
 
 /// Bound on distinct stat names one worker defines (a guard on top of the
 /// label rules in `stats`).
@@ -12,30 +15,31 @@ const MAX_METRICS: usize = 10_000;
 
 #[derive(Default)]
 pub(crate) struct Metrics {
-    ids: HashMap<String, u32>,
+    ids: HashMap<u64, u32>,
 }
 
 impl Metrics {
-    fn id(&mut self, kind: MetricType, name: String) -> Option<u32> {
-        if let Some(&id) = self.ids.get(&name) {
+    fn id(&mut self, kind: MetricType, stat: Stat<'_>) -> Option<u32> {
+        let key = stat.key();
+        if let Some(&id) = self.ids.get(&key) {
             return Some(id);
         }
         if self.ids.len() >= MAX_METRICS {
             return None;
         }
-        let id = hostcalls::define_metric(kind, &name).ok()?;
-        self.ids.insert(name, id);
+        let id = hostcalls::define_metric(kind, &stat.name()).ok()?;
+        self.ids.insert(key, id);
         Some(id)
     }
 
-    pub fn increment(&mut self, name: String) {
-        if let Some(id) = self.id(MetricType::Counter, name) {
+    pub fn increment(&mut self, stat: Stat<'_>) {
+        if let Some(id) = self.id(MetricType::Counter, stat) {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
 
-    pub fn record(&mut self, name: String, value: u64) {
-        if let Some(id) = self.id(MetricType::Histogram, name) {
+    pub fn record(&mut self, stat: Stat<'_>, value: u64) {
+        if let Some(id) = self.id(MetricType::Histogram, stat) {
             let _ = hostcalls::record_metric(id, value);
         }
     }

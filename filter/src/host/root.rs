@@ -17,7 +17,7 @@ use proxy_wasm::types::{BufferType, ContextType, LogLevel};
 use crate::config::PluginConfig;
 use crate::lease::{Lease, LeaseDecision};
 use crate::state::SnapshotMeta;
-use crate::stats;
+use crate::stats::{self, Stat};
 
 use super::http::GatewayHttp;
 use super::worker::Worker;
@@ -59,9 +59,9 @@ impl GatewayRoot {
         self.worker.as_deref().map(|w| &w.config)
     }
 
-    fn count(&self, name: String) {
+    fn count(&self, name: &'static str) {
         if let Some(worker) = &self.worker {
-            worker.metrics.borrow_mut().increment(name);
+            worker.metrics.borrow_mut().increment(Stat::Plain(name));
         }
     }
 
@@ -202,7 +202,7 @@ impl GatewayRoot {
                 .into_bytes(),
             )
         });
-        self.count(stats::SNAPSHOTS_RECEIVED_TOTAL.to_string());
+        self.count(stats::SNAPSHOTS_RECEIVED_TOTAL);
     }
 }
 
@@ -228,7 +228,7 @@ impl Context for GatewayRoot {
             return;
         }
         self.stream = None;
-        self.count(stats::COLLECTOR_STREAM_CLOSED_TOTAL.to_string());
+        self.count(stats::COLLECTOR_STREAM_CLOSED_TOTAL);
         let detail = hostcalls::get_grpc_status()
             .ok()
             .and_then(|(_, message)| message)

@@ -63,15 +63,55 @@ pub(crate) fn update(key: &str, mut update: impl FnMut(Option<&[u8]>) -> Option<
     false
 }
 
-/// Adds `delta` (+1 or -1) to an endpoint's in-flight count.
-pub(crate) fn add_inflight(key: &str, address: &str, increment: bool) -> bool {
+/// One more (`increment`) or one fewer request in flight to the endpoint
+/// whose address hashes to `endpoint_hash`.
+pub(crate) fn add_inflight(key: &str, endpoint_hash: u64, increment: bool) -> bool {
     update(key, |current| {
-        let mut table = InflightTable::decode(current.unwrap_or_default());
+        let mut table = InflightTable::from_bytes(current.unwrap_or_default().to_vec());
         if increment {
-            table.increment(address);
+            table.increment(endpoint_hash);
         } else {
-            table.decrement(address);
+            table.decrement(endpoint_hash);
         }
-        Some(table.encode())
+        Some(table.into_bytes())
     })
+}
+
+/// The in-flight table of a pool as read for a decision, with the CAS token
+/// of that read, so the increment after the pick needs no second read.
+pub(crate) struct InflightRead {
+    pub key: String,
+    pub table: InflightTable,
+    cas: Option<u32>,
+}
+
+pub(crate) fn read_inflight(key: String) -> InflightRead {
+    let (bytes, cas) = read_with_cas(&key);
+    InflightRead {
+        table: InflightTable::from_bytes(bytes.unwrap_or_default()),
+        key,
+        cas,
+    }
+}
+
+/// Counts one more request to `endpoint_hash`: one write when no other
+/// worker changed the table since `read`, the CAS loop otherwise.
+pub(crate) fn increment_inflight(read: InflightRead, endpoint_hash: u64) -> bool {
+    let InflightRead {
+        key,
+        mut table,
+        cas,
+    } = read;
+    table.increment(endpoint_hash);
+    match hostcalls::set_shared_data(&key, Some(&table.into_bytes()), cas) {
+        Ok(()) => true,
+        Err(Status::CasMismatch) => add_inflight(&key, endpoint_hash, true),
+        Err(status) => {
+            log(
+                LogLevel::Warn,
+                &format!("llmgw: updating shared data {key}: {status:?}"),
+            );
+            false
+        }
+    }
 }

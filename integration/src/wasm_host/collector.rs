@@ -218,7 +218,11 @@ impl Collector<'_> {
     }
 
     /// Like [`Collector::push`] with raw bytes, so tests can send garbage.
+    /// Delivery takes 1 ms of host time, as a hop through Envoy does: the
+    /// filter reads `snapshot.meta` at most once per host millisecond, so a
+    /// request in the same millisecond as the one before may not see it yet.
     pub fn push_bytes(&self, message: &[u8]) -> anyhow::Result<usize> {
+        self.host.advance(std::time::Duration::from_millis(1))?;
         let delivered = {
             let mut state = self.host.lock_state();
             state.collector.current = Some(message.to_vec());
