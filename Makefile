@@ -70,6 +70,7 @@ bench-wasm: wasm
 	$(CARGO) run --release -p integration --bin bench-wasm
 
 bench-overhead: wasm
+	@./scripts/build-wasm.sh floor-filter
 	$(CARGO) build --release -p integration --bins
 	@./scripts/bench-overhead.sh
 

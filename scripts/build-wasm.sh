@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds the filter for wasm32-unknown-unknown with Debian's rustc-web (rustup
-# has no wasm32 std here) and copies it to target/gateway_filter.wasm.
+# Builds a proxy-wasm filter for wasm32-unknown-unknown with Debian's rustc-web
+# (rustup has no wasm32 std here) and copies it to target/<crate>.wasm.
+#   scripts/build-wasm.sh                 the gateway filter: target/gateway_filter.wasm
+#   scripts/build-wasm.sh floor-filter    bench-overhead's floor: target/floor_filter.wasm
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build -p gateway-filter \
+package="${1:-gateway-filter}"
+crate="${package//-/_}"
+RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 cargo build -p "$package" \
   --profile release-wasm --target wasm32-unknown-unknown \
-  -Zbuild-std=std,panic_abort --target-dir target/wasm "$@"
-cp target/wasm/wasm32-unknown-unknown/release-wasm/gateway_filter.wasm target/gateway_filter.wasm
-echo "target/gateway_filter.wasm ($(stat -c %s target/gateway_filter.wasm) bytes)"
+  -Zbuild-std=std,panic_abort --target-dir target/wasm
+cp "target/wasm/wasm32-unknown-unknown/release-wasm/$crate.wasm" "target/$crate.wasm"
+echo "target/$crate.wasm ($(stat -c %s "target/$crate.wasm") bytes)"

@@ -218,6 +218,11 @@ pub struct Envoy {
 }
 
 impl Envoy {
+    /// The Envoy process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Starts Envoy with two workers on `config` (a file) and waits for the
     /// admin `/ready`. Relative paths in the config resolve against the current
     /// directory (the demo runs from the repository root).

@@ -1,21 +1,26 @@
 //! `make bench-overhead`: what the gateway filter adds to a request in Envoy.
-//! Two Envoys run side by side on the same trivial upstream pods — one with the
-//! filter picking the pod, one routing the same requests with the pod named by
-//! the client (the filter's only job removed) — and rounds of closed-loop load
-//! alternate between them, for each body size. Reports median and p99 latency
-//! of both, the difference, and the throughput ratio.
+//! Envoys run side by side on the same trivial upstream pods — one with the
+//! filter picking the pod, optionally more with other builds of it
+//! (`--compare`), one with the floor filter (reads the body, the client names
+//! the pod: the cost of Envoy's wasm plumbing alone), and one without any
+//! filter routing the same requests to the pod the client names — and rounds
+//! of closed-loop load rotate between them, for each body size. Reports
+//! latency and throughput of each, and the Envoy process's CPU time per
+//! request, the figure least disturbed by how the machine's cores are shared.
 
+mod cpu;
 mod load;
 mod upstream;
 
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
-use integration::e2e::artifacts::filter_wasm;
+use integration::e2e::artifacts::{filter_wasm, workspace_root};
 use integration::e2e::components::{Collector, Envoy};
 use integration::e2e::envoy_config::{EnvoyConfig, Route, DESTINATION_HEADER};
 use integration::e2e::http::HttpClient;
@@ -59,6 +64,27 @@ struct Args {
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
+    /// Another build of the gateway filter to run side by side (e.g. the
+    /// previous commit's), as one more arm; repeatable.
+    #[arg(long, value_name = "WASM")]
+    compare: Vec<PathBuf>,
+    /// The floor filter (default target/floor_filter.wasm, from
+    /// `scripts/build-wasm.sh floor-filter`); its arm is skipped when missing.
+    #[arg(long, value_name = "WASM")]
+    floor: Option<PathBuf>,
+}
+
+/// The floor filter's module: the one given (which must exist), else the
+/// default one if built.
+fn floor_wasm(given: Option<&Path>) -> Result<Option<PathBuf>> {
+    match given {
+        Some(path) if path.is_file() => Ok(Some(path.to_path_buf())),
+        Some(path) => anyhow::bail!("--floor {}: no such file", path.display()),
+        None => {
+            let path = workspace_root().join("target/floor_filter.wasm");
+            Ok(path.is_file().then_some(path))
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -81,11 +107,18 @@ fn main() -> Result<()> {
     }
 }
 
+/// The headers the client sends with request `i`.
+type HeadersFor = Arc<dyn Fn(usize) -> Vec<(String, String)> + Send + Sync>;
+
 struct Arm {
-    name: &'static str,
+    name: String,
     url: String,
-    headers_for: Arc<dyn Fn(usize) -> Vec<(String, String)> + Send + Sync>,
+    headers_for: HeadersFor,
+    /// The Envoy serving this arm, whose CPU time is charged to its rounds.
+    envoy_pid: u32,
     rounds: Vec<Round>,
+    /// Envoy CPU time used during this arm's rounds.
+    envoy_cpu: Duration,
 }
 
 async fn run(args: &Args) -> Result<()> {
@@ -139,39 +172,66 @@ async fn run(args: &Args) -> Result<()> {
 
     let mut config = EnvoyConfig::demo();
     config.collector_grpc = collector.grpc;
-    config.wasm_path = filter_wasm()?.display().to_string();
     config.routes = vec![Route::to_pool("the benchmark pool", None, POOL)];
-    let mut envoys = Vec::new();
-    let mut urls = Vec::new();
-    for (name, with_filter) in [("with-filter", true), ("without-filter", false)] {
+    let addrs: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.addr().to_string()).collect());
+    let client_picks: HeadersFor = Arc::new(move |i| {
+        vec![(
+            DESTINATION_HEADER.to_string(),
+            addrs[i % addrs.len()].clone(),
+        )]
+    });
+    let filter_picks: HeadersFor = Arc::new(|_| Vec::new());
+    // (arm name, wasm filter if any, who picks the pod). The baseline is last.
+    let mut setups: Vec<(String, Option<PathBuf>, HeadersFor)> = vec![(
+        "Envoy + filter".into(),
+        Some(filter_wasm()?),
+        filter_picks.clone(),
+    )];
+    for path in &args.compare {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        setups.push((
+            format!("Envoy + {name}"),
+            Some(path.clone()),
+            filter_picks.clone(),
+        ));
+    }
+    match floor_wasm(args.floor.as_deref())? {
+        Some(path) => setups.push((
+            "Envoy + floor filter (reads the body, client picks)".into(),
+            Some(path),
+            client_picks.clone(),
+        )),
+        None => println!(
+            "(no floor arm: target/floor_filter.wasm is missing; `./scripts/build-wasm.sh floor-filter` builds it)"
+        ),
+    }
+    setups.push(("Envoy, client picks the pod".into(), None, client_picks));
+
+    let mut envoys: Vec<Envoy> = Vec::new();
+    let mut arms = Vec::new();
+    for (index, (name, wasm, headers_for)) in setups.into_iter().enumerate() {
         config.listen = free_local_addr()?;
         config.admin = free_local_addr()?;
-        config.wasm_filter = with_filter;
-        let path = dir.path().join(format!("envoy-{name}.yaml"));
+        config.wasm_filter = wasm.is_some();
+        if let Some(wasm) = &wasm {
+            config.wasm_path = wasm.display().to_string();
+        }
+        let path = dir.path().join(format!("envoy-{index}.yaml"));
         std::fs::write(&path, config.render())?;
-        envoys.push(Envoy::start(&path, config.admin, &log_dir).await?);
-        urls.push(format!("http://{}/v1/completions", config.listen));
+        let envoy = Envoy::start(&path, config.admin, &log_dir).await?;
+        arms.push(Arm {
+            name,
+            url: format!("http://{}/v1/completions", config.listen),
+            headers_for,
+            envoy_pid: envoy.pid(),
+            rounds: Vec::new(),
+            envoy_cpu: Duration::ZERO,
+        });
+        envoys.push(envoy);
     }
-    let addrs: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.addr().to_string()).collect());
-    let mut arms = [
-        Arm {
-            name: "Envoy + filter",
-            url: urls[0].clone(),
-            headers_for: Arc::new(|_| Vec::new()),
-            rounds: Vec::new(),
-        },
-        Arm {
-            name: "Envoy, client picks the pod",
-            url: urls[1].clone(),
-            headers_for: Arc::new(move |i| {
-                vec![(
-                    DESTINATION_HEADER.to_string(),
-                    addrs[i % addrs.len()].clone(),
-                )]
-            }),
-            rounds: Vec::new(),
-        },
-    ];
 
     for arm in &arms {
         let headers = (arm.headers_for)(0);
@@ -196,13 +256,14 @@ async fn run(args: &Args) -> Result<()> {
         "bench-overhead: {} rounds x {} requests per arm and size, concurrency {}, 2 upstream pods, Envoy --concurrency 2",
         args.rounds, args.requests, args.concurrency
     );
-    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput | Envoy CPU / request |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut summary = Vec::new();
     for &size in &args.sizes {
         let body = body_of_size(size);
         for arm in arms.iter_mut() {
             arm.rounds.clear();
+            arm.envoy_cpu = Duration::ZERO;
             // Warm-up: connections, the filter's VMs, caches.
             load::round(
                 &client,
@@ -215,9 +276,21 @@ async fn run(args: &Args) -> Result<()> {
             .await?;
         }
         for r in 0..args.rounds {
-            let order: [usize; 2] = if r % 2 == 0 { [0, 1] } else { [1, 0] };
+            // Every round visits the arms in a different order (forward,
+            // backward, shifted), so none is always first or last.
+            let n = arms.len();
+            let order: Vec<usize> = (0..n)
+                .map(|k| {
+                    if r % 2 == 0 {
+                        (k + r / 2) % n
+                    } else {
+                        (n - 1 - k + r / 2) % n
+                    }
+                })
+                .collect();
             for index in order {
                 let arm = &mut arms[index];
+                let cpu_before = cpu::process_cpu(arm.envoy_pid)?;
                 let round = load::round(
                     &client,
                     &arm.url,
@@ -227,6 +300,7 @@ async fn run(args: &Args) -> Result<()> {
                     arm.headers_for.clone(),
                 )
                 .await?;
+                arm.envoy_cpu += cpu::process_cpu(arm.envoy_pid)?.saturating_sub(cpu_before);
                 arm.rounds.push(round);
             }
         }
@@ -246,8 +320,9 @@ async fn run(args: &Args) -> Result<()> {
                 quantile(&all, 0.99),
             );
             let mean = all.iter().sum::<Duration>() / all.len().max(1) as u32;
+            let cpu_us = arm.envoy_cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
             println!(
-                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s |",
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s | {:.1} µs |",
                 human_size(size),
                 arm.name,
                 all.len(),
@@ -255,22 +330,37 @@ async fn run(args: &Args) -> Result<()> {
                 ms(p90),
                 ms(p99),
                 ms(mean),
-                rps
+                rps,
+                cpu_us
             );
-            stats.push((median, p99, rps));
+            stats.push((arm.name.clone(), median, p99, rps, cpu_us));
         }
-        summary.push((size, stats[0], stats[1]));
+        summary.push((size, stats));
     }
-    println!("\n| body | added median | added p99 | throughput with / without filter |");
-    println!("|---|---:|---:|---:|");
-    for (size, with, without) in summary {
-        println!(
-            "| {} | {:+.3} ms | {:+.3} ms | {:.2} |",
-            human_size(size),
-            ms(with.0) - ms(without.0),
-            ms(with.1) - ms(without.1),
-            with.2 / without.2
-        );
+    println!(
+        "\nAgainst Envoy without a filter (the last arm). The CPU ratio is the throughput ratio Envoy itself would reach on cores of its own.\n"
+    );
+    println!(
+        "| body | setup | added median | added p99 | throughput ratio | added Envoy CPU / request | Envoy CPU ratio |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    for (size, stats) in summary {
+        let Some(((_, base_median, base_p99, base_rps, base_cpu), arms)) = stats.split_last()
+        else {
+            continue;
+        };
+        for (name, median, p99, rps, cpu) in arms {
+            println!(
+                "| {} | {} | {:+.3} ms | {:+.3} ms | {:.2} | {:+.1} µs | {:.2} |",
+                human_size(size),
+                name,
+                ms(*median) - ms(*base_median),
+                ms(*p99) - ms(*base_p99),
+                rps / base_rps,
+                cpu - base_cpu,
+                base_cpu / cpu
+            );
+        }
     }
     drop(envoys);
     Ok(())
