@@ -29,6 +29,8 @@ fi
 export RUSTC=/usr/bin/rustc
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$runner
+# As the release build (scripts/build-wasm.sh): the SIMD scanner is what ships.
+export CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS="-C target-feature=+simd128"
 # The runner's default per-test timeout (20 s) is tight on a loaded 2-core box.
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-120}
 

@@ -307,14 +307,10 @@ fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
 /// step with word arithmetic, and std's validator takes over at the first
 /// non-ASCII byte (its own ASCII fast path uses 4-byte words on wasm32).
 fn validate_utf8(bytes: &[u8]) -> Result<(), usize> {
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let (blocks, _) = bytes.as_chunks::<32>();
     let ascii = blocks
         .iter()
-        .position(|block| {
-            let (words, _) = block.as_chunks::<8>();
-            words.iter().fold(0, |acc, &w| acc | u64::from_le_bytes(w)) & HIGH != 0
-        })
+        .position(|block| !is_ascii_block(block))
         .unwrap_or(blocks.len())
         * 32;
     let rest = bytes.get(ascii..).unwrap_or_default();
@@ -323,12 +319,66 @@ fn validate_utf8(bytes: &[u8]) -> Result<(), usize> {
         .map_err(|e| ascii + e.valid_up_to())
 }
 
+/// Whether 32 bytes are all ASCII (high bits clear). A `false` only sends
+/// the rest of the body to std's validator, so it is always safe.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn is_ascii_block(block: &[u8; 32]) -> bool {
+    use core::arch::wasm32::{u8x16_bitmask, v128_load, v128_or};
+    let (halves, _) = block.as_chunks::<16>();
+    let [low, high] = halves else {
+        return false;
+    };
+    // SAFETY: each half is 16 readable bytes; v128.load needs no alignment.
+    let (low, high) = unsafe {
+        (
+            v128_load(low.as_ptr().cast()),
+            v128_load(high.as_ptr().cast()),
+        )
+    };
+    u8x16_bitmask(v128_or(low, high)) == 0
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn is_ascii_block(block: &[u8; 32]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (words, _) = block.as_chunks::<8>();
+    words.iter().fold(0, |acc, &w| acc | u64::from_le_bytes(w)) & HIGH == 0
+}
+
+/// [`string_stop`] sixteen bytes per step with wasm SIMD (the filter's
+/// release build enables `simd128`; Envoy's V8 and wasmtime run it).
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    use core::arch::wasm32::{u8x16_bitmask, u8x16_eq, u8x16_lt, u8x16_splat, v128_load, v128_or};
+    let (blocks, tail) = bytes.as_chunks::<16>();
+    let (quote, backslash, space) = (u8x16_splat(b'"'), u8x16_splat(b'\\'), u8x16_splat(0x20));
+    for (i, block) in blocks.iter().enumerate() {
+        // SAFETY: `block` is 16 readable bytes, and v128.load has no
+        // alignment requirement.
+        let v = unsafe { v128_load(block.as_ptr().cast()) };
+        let stops = v128_or(
+            v128_or(u8x16_eq(v, quote), u8x16_eq(v, backslash)),
+            u8x16_lt(v, space),
+        );
+        let mask = u8x16_bitmask(stops);
+        if mask != 0 {
+            return Some(i * 16 + mask.trailing_zeros() as usize);
+        }
+    }
+    string_stop_words(tail).map(|i| blocks.len() * 16 + i)
+}
+
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn string_stop(bytes: &[u8]) -> Option<usize> {
+    string_stop_words(bytes)
+}
+
 /// Index of the first byte that ends a plain run inside a JSON string: `"`,
 /// `\\` or a control character (< 0x20). Prompts are almost all plain string
 /// bytes, so this loop is the scanner's cost: it tests eight bytes per step
 /// with word arithmetic (wasm has 64-bit integers; no SIMD needed), then
 /// finishes the tail byte by byte.
-fn string_stop(bytes: &[u8]) -> Option<usize> {
+fn string_stop_words(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     const QUOTES: u64 = ONES * b'"' as u64;
@@ -705,6 +755,10 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn string_stop_finds_the_first_stop_byte_at_every_position() {
+        // scripts/test-wasm32.sh builds as the release does, so the SIMD
+        // scanner is the one under test there.
+        #[cfg(target_arch = "wasm32")]
+        assert!(cfg!(target_feature = "simd128"));
         let naive = |bytes: &[u8]| {
             bytes
                 .iter()
@@ -717,7 +771,7 @@ mod tests {
             0xc3, 0xe9, 0xff,
         ];
         let mut state = 0x2545_f491_4f6c_dd1du64;
-        for len in 0..40 {
+        for len in 0..72 {
             for _ in 0..200 {
                 let bytes: Vec<u8> = (0..len)
                     .map(|_| {
@@ -733,6 +787,7 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(string_stop(&bytes), naive(&bytes), "{bytes:?}");
+                assert_eq!(string_stop_words(&bytes), naive(&bytes), "{bytes:?}");
             }
         }
         for stop in [b'"', b'\\', 0x00, 0x1f] {
@@ -745,6 +800,32 @@ mod tests {
             }
         }
         assert_eq!(string_stop("é€😀 plain".repeat(9).as_bytes()), None);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn utf8_errors_are_found_at_their_offset_past_any_ascii_head() {
+        for at in 0..100 {
+            let mut bytes = vec![b'a'; 100];
+            bytes[at] = 0xff;
+            assert_eq!(validate_utf8(&bytes), Err(at));
+            // A valid two-byte character first, then a truncated one.
+            let mut bytes = vec![b'a'; 100];
+            bytes[at / 2..at / 2 + 2].copy_from_slice("é".as_bytes());
+            if at / 2 + 2 < 100 {
+                bytes[99] = 0xc3;
+                assert_eq!(validate_utf8(&bytes), Err(99), "at {at}");
+            }
+        }
+        assert_eq!(validate_utf8("é".repeat(40).as_bytes()), Ok(()));
+        assert_eq!(validate_utf8(&[b'x'; 64]), Ok(()));
+        assert!(is_ascii_block(&[0x7f; 32]));
+        let mut block = [b'a'; 32];
+        for at in 0..32 {
+            block[at] = 0x80;
+            assert!(!is_ascii_block(&block), "{at}");
+            block[at] = b'a';
+        }
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
