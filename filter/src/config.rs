@@ -28,6 +28,11 @@ pub struct PluginConfig {
     pub metrics_stale_ms: u32,
     /// Put the public model name back into non-streaming JSON responses.
     pub restore_public_model_name: bool,
+    /// Also tell the pod the pool and target model (`x-gateway-pool`,
+    /// `x-gateway-target-model`). Off by default: each header Envoy's wasm
+    /// host sets on a request costs ~10 µs of Envoy CPU (BENCHMARKS.md,
+    /// overhead), and the pod already sees the target model in the body.
+    pub upstream_info_headers: bool,
     pub scorers: ScorerWeights,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
@@ -43,6 +48,7 @@ impl Default for PluginConfig {
             state_timeout_ms: 3000,
             metrics_stale_ms: 200,
             restore_public_model_name: false,
+            upstream_info_headers: false,
             scorers: ScorerWeights::default(),
             saturation: SaturationThresholds::default(),
             prefix: PrefixConfig::default(),
@@ -153,6 +159,7 @@ mod tests {
   "state_timeout_ms": 3000,
   "metrics_stale_ms": 200,
   "restore_public_model_name": false,
+  "upstream_info_headers": false,
   "scorers": {"queue": 2.0, "kv_cache": 2.0, "lora": 1.0, "prefix": 6.0, "inflight": 1.0},
   "saturation": {"queue_threshold": 5, "kv_threshold": 0.8},
   "prefix": {"max_blocks": 128, "affinity_depth_blocks": 8, "load_factor": 1.25, "load_slack": 1}

@@ -84,7 +84,11 @@ fn picks_the_idle_endpoint_and_overrides_a_client_supplied_destination() {
         .send()
         .unwrap();
     assert_eq!(exchange.upstream_header(DESTINATION), Some("10.0.0.3:8000"));
-    assert_eq!(exchange.upstream_header("x-gateway-pool"), Some("pool-a"));
+    assert_eq!(
+        exchange.upstream_header("x-gateway-pool"),
+        None,
+        "the client's value is removed, and info headers are off by default"
+    );
     assert_eq!(
         exchange
             .upstream
@@ -156,7 +160,10 @@ fn rewrites_the_model_by_weight_and_keeps_every_other_byte() {
         criticality: Criticality::Critical as i32,
         source: "InferenceModel/default/loramodel".into(),
     }];
-    let (_host, worker) = started(r#"{"cluster_pools":{"llm-cluster":"llm"}}"#, vec![canary]);
+    let (_host, worker) = started(
+        r#"{"cluster_pools":{"llm-cluster":"llm"},"upstream_info_headers":true}"#,
+        vec![canary],
+    );
     let body = br#"{"model":"travelhelper","temperature":"0","messages":[{"role":"user","content":"hi"}]}"#;
     let mut v1 = 0;
     let requests = 400;

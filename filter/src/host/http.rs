@@ -183,9 +183,11 @@ impl GatewayHttp {
             }
         }
         self.set_header(DESTINATION_HEADER, Some(&decision.endpoint));
-        self.set_header(POOL_HEADER, Some(&decision.pool));
-        if let Some(target) = &decision.target_model {
-            self.set_header(TARGET_MODEL_HEADER, Some(target));
+        if worker.config.upstream_info_headers {
+            self.set_header(POOL_HEADER, Some(&decision.pool));
+            if let Some(target) = &decision.target_model {
+                self.set_header(TARGET_MODEL_HEADER, Some(target));
+            }
         }
         let endpoint_hash = hash_bytes(decision.endpoint.as_bytes());
         let read = inflight_read.unwrap_or_else(|| {
