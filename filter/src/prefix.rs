@@ -143,19 +143,16 @@ pub fn affinity_owner(
     }
     let mean = candidates.iter().map(|c| c.queue).sum::<f64>() / candidates.len() as f64;
     let limit = config.load_factor * mean + config.load_slack;
-    let mut order: Vec<(u64, usize)> = candidates
+    // The first fitting candidate in rendezvous order (highest weight first,
+    // a tie by lower index so every replica agrees) is the fitting one with
+    // the highest weight: one pass, no sort.
+    candidates
         .iter()
         .enumerate()
+        .filter(|(_, c)| !c.saturated && c.queue <= limit)
         .map(|(i, c)| (rendezvous_weight(key, c.endpoint_hash), i))
-        .collect();
-    // Highest weight first; equal weights (hash collision) by index so every
-    // replica agrees.
-    order.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    order.into_iter().map(|(_, i)| i).find(|&i| {
-        candidates
-            .get(i)
-            .is_some_and(|c| !c.saturated && c.queue <= limit)
-    })
+        .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
+        .map(|(_, i)| i)
 }
 
 #[cfg(test)]
@@ -220,6 +217,53 @@ mod tests {
             let a = affinity_owner(key, &cands, &config).unwrap();
             let b = affinity_owner(key, &reversed, &config).unwrap();
             assert_eq!(cands[a].endpoint_hash, reversed[b].endpoint_hash);
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn owner_is_the_first_fitting_endpoint_in_rendezvous_order() {
+        // The definition, as a sort: highest weight first, then lower index.
+        let reference = |key: u64, cands: &[CandidateLoad], config: &PrefixConfig| {
+            let mean = cands.iter().map(|c| c.queue).sum::<f64>() / cands.len().max(1) as f64;
+            let limit = config.load_factor * mean + config.load_slack;
+            let mut order: Vec<(u64, usize)> = cands
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (rendezvous_weight(key, c.endpoint_hash), i))
+                .collect();
+            order.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            order
+                .into_iter()
+                .map(|(_, i)| i)
+                .find(|&i| !cands[i].saturated && cands[i].queue <= limit)
+        };
+        let config = PrefixConfig::default();
+        let mut state = 3u64;
+        for round in 0..300u64 {
+            let n = 1 + (round % 17) as usize;
+            let cands: Vec<_> = (0..n)
+                .map(|i| {
+                    state = mix64(state);
+                    // Duplicate hashes now and then: ties must go to the lower index.
+                    let hash = if state.is_multiple_of(7) {
+                        1
+                    } else {
+                        i as u64 + round
+                    };
+                    CandidateLoad {
+                        saturated: state.is_multiple_of(5),
+                        ..cand(hash, (state >> 8) as f64 % 12.0)
+                    }
+                })
+                .collect();
+            for key in 0..20 {
+                assert_eq!(
+                    affinity_owner(key, &cands, &config),
+                    reference(key, &cands, &config),
+                    "round {round}, key {key}"
+                );
+            }
         }
     }
 
