@@ -1,7 +1,8 @@
 //! The cost of one routing decision of the real filter, counted in wasmtime
 //! fuel (one unit per wasm instruction executed, independent of the machine
-//! and of other load on it): pools of 8, 64 and 1,024 endpoints, bodies of
-//! 1 KB and 200 KB. This is the repeatable cost figure the team tracks;
+//! and of other load on it): pools of 8, 64 and 1,024 endpoints, completions
+//! bodies of 1 KB and 200 KB and a 200 KB multi-turn chat. This is the
+//! repeatable cost figure the team tracks;
 //! wall-clock times are printed alongside for orientation only.
 //!
 //! `cargo run --release -p integration --bin bench-wasm [-- --requests N]`
@@ -10,11 +11,17 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use integration::wasm_host::fixtures::{completion_body, pool_of_size, snapshot};
+use integration::wasm_host::fixtures::{chat_body, completion_body, pool_of_size, snapshot};
 use integration::wasm_host::{gateway_filter_path, FilterModule, HeaderMap, Host, Worker};
 
 const ENDPOINTS: [usize; 3] = [8, 64, 1024];
-const BODIES: [(usize, &str); 2] = [(1024, "1 KB"), (200 * 1024, "200 KB")];
+/// (size, label, chat?): completions bodies, and a multi-turn chat (the
+/// prefix-affinity case: `messages` are hashed).
+const BODIES: [(usize, &str, bool); 3] = [
+    (1024, "1 KB", false),
+    (200 * 1024, "200 KB", false),
+    (200 * 1024, "200 KB chat", true),
+];
 const WARMUP: usize = 5;
 
 struct Row {
@@ -34,12 +41,12 @@ fn median<T: Ord + Copy>(mut values: Vec<T>) -> T {
 
 /// Fuel of the request path (headers + body, where the decision happens) and
 /// of the whole exchange (plus response and teardown), with its wall time.
-fn one_exchange(worker: &Worker, body: &[u8]) -> anyhow::Result<(u64, u64, Duration)> {
+fn one_exchange(worker: &Worker, path: &str, body: &[u8]) -> anyhow::Result<(u64, u64, Duration)> {
     let started = Instant::now();
     let fuel_at_start = worker.fuel_used();
     let headers = HeaderMap::from_pairs([
         (":method", "POST".to_string()),
-        (":path", "/v1/completions".to_string()),
+        (":path", path.to_string()),
         (":authority", "gateway.local".to_string()),
         ("content-type", "application/json".to_string()),
         ("content-length", body.len().to_string()),
@@ -67,6 +74,7 @@ fn measure(
     module: &FilterModule,
     endpoints: usize,
     body_size: usize,
+    chat: bool,
     requests: usize,
 ) -> anyhow::Result<(u64, u64, u64, Duration, usize)> {
     let host = Host::new();
@@ -76,17 +84,26 @@ fn measure(
         .collector()
         .push(&snapshot(1, vec![pool_of_size("pool-a", endpoints)]))?;
     anyhow::ensure!(delivered == 1, "no worker holds the collector stream");
-    let body = completion_body("base", body_size);
+    let path = if chat {
+        "/v1/chat/completions"
+    } else {
+        "/v1/completions"
+    };
+    let body = if chat {
+        chat_body("base", body_size)
+    } else {
+        completion_body("base", body_size)
+    };
     // The first request after a new snapshot version also decodes it.
-    let (first, _, _) = one_exchange(&worker, &body)?;
+    let (first, _, _) = one_exchange(&worker, path, &body)?;
     for _ in 0..WARMUP {
-        one_exchange(&worker, &body)?;
+        one_exchange(&worker, path, &body)?;
     }
     let mut request_fuel = Vec::with_capacity(requests);
     let mut exchange_fuel = Vec::with_capacity(requests);
     let mut times = Vec::with_capacity(requests);
     for _ in 0..requests {
-        let (request, exchange, time) = one_exchange(&worker, &body)?;
+        let (request, exchange, time) = one_exchange(&worker, path, &body)?;
         request_fuel.push(request);
         exchange_fuel.push(exchange);
         times.push(time);
@@ -132,9 +149,9 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for endpoints in ENDPOINTS {
-        for (body_size, body) in BODIES {
+        for (body_size, body, chat) in BODIES {
             let (first, request, exchange, time, memory) =
-                measure(&module, endpoints, body_size, requests)
+                measure(&module, endpoints, body_size, chat, requests)
                     .with_context(|| format!("{endpoints} endpoints, {body} body"))?;
             rows.push(Row {
                 endpoints,

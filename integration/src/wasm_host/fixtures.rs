@@ -76,6 +76,35 @@ pub fn completion_body(model: &str, total_bytes: usize) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A multi-turn `/v1/chat/completions` body for `model`: a system prompt,
+/// then user/assistant turns until the body is about `total_bytes` long (at
+/// least the JSON around one turn).
+pub fn chat_body(model: &str, total_bytes: usize) -> Vec<u8> {
+    let mut body = format!(
+        r#"{{"model":"{model}","max_tokens":64,"messages":[{{"role":"system","content":"You are a careful travel assistant. Answer briefly."}}"#
+    );
+    let close = "]}";
+    let mut turn = 0;
+    while body.len() + close.len() < total_bytes {
+        let role = if turn % 2 == 0 { "user" } else { "assistant" };
+        let room = total_bytes - body.len() - close.len();
+        let frame = format!(r#",{{"role":"{role}","content":""}}"#).len();
+        let text_len = room.saturating_sub(frame).min(2_000);
+        let text: String = "where should we go next and why "
+            .chars()
+            .cycle()
+            .take(text_len)
+            .collect();
+        body.push_str(&format!(r#",{{"role":"{role}","content":"{text}"}}"#));
+        turn += 1;
+        if text_len == 0 {
+            break;
+        }
+    }
+    body.push_str(close);
+    body.into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +116,13 @@ mod tests {
             assert_eq!(body.len(), size);
             let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
             assert_eq!(value["model"], "m");
+        }
+        for size in [1024, 200 * 1024] {
+            let body = chat_body("m", size);
+            assert!(body.len().abs_diff(size) < 64, "{} vs {size}", body.len());
+            let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(value["model"], "m");
+            assert!(value["messages"].as_array().unwrap().len() > 1);
         }
     }
 
