@@ -35,11 +35,41 @@ pub struct RequestHeaders {
     pub bodyless_method: bool,
 }
 
+/// The `(name, value)` pairs of a header map as proxy-wasm serialises it:
+/// a u32 LE count, then a u32 LE name length and value length per pair, then
+/// each name and value followed by a NUL. `None` when the bytes do not hold
+/// that shape (nothing is trusted: every length is checked).
+pub fn parse_header_map(bytes: &[u8]) -> Option<Vec<(&[u8], &[u8])>> {
+    if bytes.is_empty() {
+        return Some(Vec::new());
+    }
+    let u32_at = |at: usize| -> Option<usize> {
+        let word = bytes.get(at..at.checked_add(4)?)?.first_chunk::<4>()?;
+        usize::try_from(u32::from_le_bytes(*word)).ok()
+    };
+    let count = u32_at(0)?;
+    let mut data = count.checked_mul(8)?.checked_add(4)?;
+    if data > bytes.len() {
+        return None;
+    }
+    let mut pairs = Vec::with_capacity(count);
+    for i in 0..count {
+        let name_len = u32_at(4 + i * 8)?;
+        let value_len = u32_at(8 + i * 8)?;
+        let name = bytes.get(data..data.checked_add(name_len)?)?;
+        data = data.checked_add(name_len)?.checked_add(1)?;
+        let value = bytes.get(data..data.checked_add(value_len)?)?;
+        data = data.checked_add(value_len)?.checked_add(1)?;
+        pairs.push((name, value));
+    }
+    Some(pairs)
+}
+
 impl RequestHeaders {
     /// Reads `(name, value)` pairs as the host lists them. Names compare
-    /// without case; for a repeated header the first value counts, as for
-    /// Envoy's single-header lookups.
-    pub fn read<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> Self {
+    /// without case (and need not be UTF-8); for a repeated header the first
+    /// value counts, as for Envoy's single-header lookups.
+    pub fn read<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut headers = RequestHeaders::default();
         let mut seen_objective = false;
         let mut seen_request_id = false;
@@ -47,12 +77,12 @@ impl RequestHeaders {
         for (name, value) in pairs {
             if let Some(&control) = CONTROL_HEADERS
                 .iter()
-                .find(|c| c.eq_ignore_ascii_case(name))
+                .find(|c| c.as_bytes().eq_ignore_ascii_case(name))
             {
                 if !headers.control_headers.contains(&control) {
                     headers.control_headers.push(control);
                 }
-            } else if name.eq_ignore_ascii_case("content-length") {
+            } else if name.eq_ignore_ascii_case(b"content-length") {
                 if headers.content_length.is_none() {
                     headers.content_length = Some(
                         std::str::from_utf8(value)
@@ -60,17 +90,17 @@ impl RequestHeaders {
                             .and_then(|v| v.trim().parse::<u64>().ok()),
                     );
                 }
-            } else if name.eq_ignore_ascii_case(OBJECTIVE_HEADER) {
+            } else if name.eq_ignore_ascii_case(OBJECTIVE_HEADER.as_bytes()) {
                 if !seen_objective {
                     seen_objective = true;
                     headers.objective = Some(String::from_utf8_lossy(value).into_owned());
                 }
-            } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER) {
+            } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER.as_bytes()) {
                 if !seen_request_id {
                     seen_request_id = true;
                     headers.request_id = value.to_vec();
                 }
-            } else if name == ":method" && !seen_method {
+            } else if name == b":method" && !seen_method {
                 seen_method = true;
                 headers.bodyless_method =
                     matches!(value, b"GET" | b"HEAD" | b"DELETE" | b"OPTIONS");
@@ -90,7 +120,49 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &[u8])]) -> RequestHeaders {
-        RequestHeaders::read(pairs.iter().copied())
+        RequestHeaders::read(pairs.iter().map(|(n, v)| (n.as_bytes(), *v)))
+    }
+
+    /// Serialises pairs the way the proxy-wasm host does.
+    fn serialize(pairs: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = (pairs.len() as u32).to_le_bytes().to_vec();
+        for (n, v) in pairs {
+            out.extend_from_slice(&(n.len() as u32).to_le_bytes());
+            out.extend_from_slice(&(v.len() as u32).to_le_bytes());
+        }
+        for (n, v) in pairs {
+            out.extend_from_slice(n);
+            out.push(0);
+            out.extend_from_slice(v);
+            out.push(0);
+        }
+        out
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn header_maps_parse_and_bad_ones_are_refused() {
+        let pairs: [(&[u8], &[u8]); 3] = [
+            (b":method", b"POST"),
+            (b"x-odd-\xff-name", b"\xfe value"),
+            (b"empty", b""),
+        ];
+        let bytes = serialize(&pairs);
+        assert_eq!(parse_header_map(&bytes).unwrap(), pairs.to_vec());
+        assert_eq!(parse_header_map(&[]).unwrap(), Vec::<(&[u8], &[u8])>::new());
+        // Every truncation, and lengths pointing past the end, are refused.
+        for end in 1..bytes.len() - 1 {
+            assert_eq!(parse_header_map(&bytes[..end]), None, "cut at {end}");
+        }
+        let mut huge = bytes.clone();
+        huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert_eq!(parse_header_map(&huge), None);
+        let mut long_name = bytes.clone();
+        long_name[4..8].copy_from_slice(&(u32::MAX - 2).to_le_bytes());
+        assert_eq!(parse_header_map(&long_name), None);
+        // A non-UTF-8 name is read, not a trap.
+        let h = RequestHeaders::read(parse_header_map(&bytes).unwrap());
+        assert!(!h.bodyless_method);
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

@@ -11,7 +11,9 @@ use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::decision::{decide, Decision, Rejection, RequestContext};
 use crate::errors::GatewayError;
-use crate::headers::{RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER};
+use crate::headers::{
+    parse_header_map, RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER,
+};
 use crate::inflight;
 use crate::prefix::hash_bytes;
 use crate::random::Draws;
@@ -293,8 +295,8 @@ impl Context for GatewayHttp {
 impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // One host call for the whole map instead of one per header read.
-        let pairs = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        self.headers = RequestHeaders::read(pairs.iter().map(|(n, v)| (n.as_str(), v.as_slice())));
+        let map = super::request_header_map();
+        self.headers = RequestHeaders::read(parse_header_map(&map).unwrap_or_default());
         for name in &self.headers.control_headers {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log(

@@ -35,3 +35,34 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) fn log(level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, message);
 }
+
+#[link(wasm_import_module = "env")]
+extern "C" {
+    fn proxy_get_header_map_pairs(
+        map_type: u32,
+        return_map_data: *mut *mut u8,
+        return_map_size: *mut usize,
+    ) -> u32;
+}
+
+/// The request headers as the host serialises them (`headers::parse_header_map`
+/// reads them), empty when the host has none. The SDK's `get_map_bytes` would
+/// decode every name as UTF-8 and trap the VM on one that is not; this reads
+/// the same host call's bytes and leaves the checking to plain, tested Rust.
+pub(crate) fn request_header_map() -> Vec<u8> {
+    const HTTP_REQUEST_HEADERS: u32 = 0;
+    const STATUS_OK: u32 = 0;
+    let mut data: *mut u8 = std::ptr::null_mut();
+    let mut size: usize = 0;
+    // SAFETY: the host writes a pointer and a length into the two locals. On
+    // success it allocated `size` bytes at `data` through the SDK's
+    // `proxy_on_memory_allocate` (a boxed slice of exactly `size` bytes from
+    // the global allocator), so a Vec of that length and capacity owns them.
+    unsafe {
+        let status = proxy_get_header_map_pairs(HTTP_REQUEST_HEADERS, &mut data, &mut size);
+        if status != STATUS_OK || data.is_null() {
+            return Vec::new();
+        }
+        Vec::from_raw_parts(data, size, size)
+    }
+}
