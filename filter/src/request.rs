@@ -197,7 +197,7 @@ fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
         loop {
             s.skip_ws();
             let key = s.string_span()?;
-            let key = key_name(body.get(key.clone()).unwrap_or_default());
+            let key = decode_string(body.get(key.clone()).unwrap_or_default());
             s.skip_ws();
             s.expect(b':', "':'")?;
             s.skip_ws();
@@ -208,7 +208,7 @@ fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
                 Some("model") => {
                     let value = body.get(span.clone()).unwrap_or_default();
                     let decoded = if value.first() == Some(&b'"') {
-                        decode_string(value)
+                        decode_string(value).map(Cow::into_owned)
                     } else {
                         None
                     };
@@ -237,23 +237,13 @@ fn scan_top_level(body: &[u8]) -> Result<TopLevelFields, BodyError> {
     Ok(fields)
 }
 
-/// A key token's text: borrowed when it has no escapes (every key of a
-/// real request), decoded otherwise.
-fn key_name(token: &[u8]) -> Option<Cow<'_, str>> {
-    let inner = token.get(1..token.len().checked_sub(1)?)?;
-    if inner.contains(&b'\\') {
-        decode_string(token).map(Cow::Owned)
-    } else {
-        std::str::from_utf8(inner).ok().map(Cow::Borrowed)
-    }
-}
-
-/// Decodes a JSON string token (quotes included). `None` when an escape is
-/// invalid or names a lone surrogate.
-fn decode_string(token: &[u8]) -> Option<String> {
+/// Decodes a JSON string token (quotes included): borrowed when it has no
+/// escapes (every key of a real request), built otherwise. `None` when an
+/// escape is invalid or names a lone surrogate.
+fn decode_string(token: &[u8]) -> Option<Cow<'_, str>> {
     let inner = token.get(1..token.len().checked_sub(1)?)?;
     if !inner.contains(&b'\\') {
-        return std::str::from_utf8(inner).ok().map(str::to_owned);
+        return std::str::from_utf8(inner).ok().map(Cow::Borrowed);
     }
     let mut out = String::with_capacity(inner.len());
     let text = std::str::from_utf8(inner).ok()?;
@@ -291,7 +281,7 @@ fn decode_string(token: &[u8]) -> Option<String> {
         };
         out.push(decoded);
     }
-    Some(out)
+    Some(Cow::Owned(out))
 }
 
 fn hex4(chars: &mut std::str::Chars<'_>) -> Option<u32> {
