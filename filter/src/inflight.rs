@@ -25,11 +25,16 @@ pub struct InflightTable {
     bytes: Vec<u8>,
 }
 
-fn record_at(bytes: &[u8], index: usize) -> Option<(u64, u32)> {
-    let record = bytes.get(index * RECORD..(index + 1) * RECORD)?;
-    let (hash, count) = record.split_first_chunk::<8>()?;
-    let count = count.first_chunk::<4>()?;
-    Some((u64::from_le_bytes(*hash), u32::from_le_bytes(*count)))
+type Record = [u8; RECORD];
+
+fn hash_of(record: &Record) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *record;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
+}
+
+fn count_of(record: &Record) -> u32 {
+    let [.., a, b, c, d] = *record;
+    u32::from_le_bytes([a, b, c, d])
 }
 
 impl InflightTable {
@@ -50,24 +55,23 @@ impl InflightTable {
         self.bytes
     }
 
-    fn is_well_formed(&self) -> bool {
-        if !self.bytes.len().is_multiple_of(RECORD) {
-            return false;
-        }
-        let mut previous: Option<u64> = None;
-        for i in 0..self.len() {
-            match record_at(&self.bytes, i) {
-                Some((hash, count)) if count > 0 && previous.is_none_or(|p| p < hash) => {
-                    previous = Some(hash);
-                }
-                _ => return false,
-            }
-        }
-        true
+    fn records(&self) -> &[Record] {
+        self.bytes.as_chunks::<RECORD>().0
     }
 
+    fn is_well_formed(&self) -> bool {
+        let records = self.records();
+        self.bytes.len() == records.len() * RECORD
+            && records.iter().all(|r| count_of(r) > 0)
+            && records.windows(2).all(|w| match w {
+                [a, b] => hash_of(a) < hash_of(b),
+                _ => true,
+            })
+    }
+
+    #[cfg(test)]
     fn len(&self) -> usize {
-        self.bytes.len() / RECORD
+        self.records().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -76,25 +80,16 @@ impl InflightTable {
 
     /// `Ok(index)` of the record for `hash`, or `Err(index)` where it would go.
     fn search(&self, hash: u64) -> Result<usize, usize> {
-        let (mut low, mut high) = (0, self.len());
-        while low < high {
-            let mid = low + (high - low) / 2;
-            match record_at(&self.bytes, mid) {
-                Some((h, _)) if h < hash => low = mid + 1,
-                Some((h, _)) if h > hash => high = mid,
-                Some(_) => return Ok(mid),
-                None => return Err(low),
-            }
-        }
-        Err(low)
+        self.records().binary_search_by_key(&hash, hash_of)
     }
 
     /// The count of the endpoint whose address hashes to `hash`.
     pub fn get(&self, hash: u64) -> u32 {
-        self.search(hash)
-            .ok()
-            .and_then(|i| record_at(&self.bytes, i))
-            .map_or(0, |(_, count)| count)
+        self.search(hash).map_or(0, |i| self.count_at(i))
+    }
+
+    fn count_at(&self, index: usize) -> u32 {
+        self.records().get(index).map_or(0, count_of)
     }
 
     /// One more request sent to the endpoint whose address hashes to `hash`.
@@ -103,10 +98,7 @@ impl InflightTable {
             Ok(i) => self.set_count(i, self.count_at(i).saturating_add(1)),
             Err(i) => {
                 let at = i * RECORD;
-                let mut record = [0u8; RECORD];
-                let (h, c) = record.split_at_mut(8);
-                h.copy_from_slice(&hash.to_le_bytes());
-                c.copy_from_slice(&1u32.to_le_bytes());
+                let record = hash.to_le_bytes().into_iter().chain(1u32.to_le_bytes());
                 self.bytes.splice(at..at, record);
             }
         }
@@ -123,10 +115,6 @@ impl InflightTable {
                 n => self.set_count(i, n - 1),
             }
         }
-    }
-
-    fn count_at(&self, index: usize) -> u32 {
-        record_at(&self.bytes, index).map_or(0, |(_, count)| count)
     }
 
     fn set_count(&mut self, index: usize, count: u32) {
