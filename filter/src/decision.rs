@@ -30,6 +30,8 @@ pub struct Decision {
     pub pool: String,
     /// `ip:port` for `x-gateway-destination-endpoint`.
     pub endpoint: String,
+    /// `EndpointView::address_hash` of `endpoint` (keys the in-flight table).
+    pub endpoint_hash: u64,
     /// The model the client asked for (`None` for body-less requests).
     pub public_model: Option<String>,
     /// The model sent upstream.
@@ -164,10 +166,10 @@ pub fn decide(
             Some(pool_name),
         )
     })?;
-    let endpoint = pool
+    let (endpoint, endpoint_hash) = pool
         .endpoints
         .get(pick.endpoint)
-        .map(|e| e.address.clone())
+        .map(|e| (e.address.clone(), e.address_hash))
         .ok_or_else(|| {
             Rejection::new(
                 GatewayError::unavailable(
@@ -187,6 +189,7 @@ pub fn decide(
     Ok(Decision {
         pool: pool_name.to_owned(),
         endpoint,
+        endpoint_hash,
         model_label: public_model
             .map_or_else(|| "none".into(), |m| stats::model_label(Some(pool), m)),
         target_label: target_model

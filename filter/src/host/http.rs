@@ -15,7 +15,6 @@ use crate::headers::{
     parse_header_map, RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER,
 };
 use crate::inflight;
-use crate::prefix::hash_bytes;
 use crate::random::Draws;
 use crate::request::{find_response_model, rewrite_model};
 use crate::stats::{self, Stat};
@@ -191,16 +190,14 @@ impl GatewayHttp {
                 self.set_header(TARGET_MODEL_HEADER, Some(target));
             }
         }
-        let endpoint_hash = hash_bytes(decision.endpoint.as_bytes());
-        let read = inflight_read.unwrap_or_else(|| {
+        let mut read = inflight_read.unwrap_or_else(|| {
             shared::read_inflight(inflight::shared_key(
                 &worker.config.key_prefix,
                 &decision.pool,
             ))
         });
-        let key = read.key.clone();
-        if shared::increment_inflight(read, endpoint_hash) {
-            self.inflight = Some((key, endpoint_hash));
+        if shared::increment_inflight(&mut read, decision.endpoint_hash) {
+            self.inflight = Some((read.key, decision.endpoint_hash));
         }
         if worker.config.restore_public_model_name && !decision.stream {
             if let (Some(public), Some(served)) = (&decision.public_model, &decision.target_model) {
@@ -280,7 +277,7 @@ impl GatewayHttp {
 impl GatewayHttp {
     fn release_inflight(&mut self) {
         if let Some((key, endpoint_hash)) = self.inflight.take() {
-            shared::add_inflight(&key, endpoint_hash, false);
+            shared::release_inflight(&key, endpoint_hash);
         }
     }
 }

@@ -37,16 +37,27 @@ pub(crate) fn write(key: &str, value: &[u8]) -> bool {
 
 /// Read-modify-write under CAS. `update` returns the new value, or `None` to
 /// leave the key alone. Returns whether a value was written.
-pub(crate) fn update(key: &str, mut update: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
+pub(crate) fn update(key: &str, update: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>) -> bool {
+    update_from(key, read_with_cas(key), update)
+}
+
+/// [`update`] starting from a read the caller already made (value and CAS
+/// token); later attempts read again.
+fn update_from(
+    key: &str,
+    first_read: (Option<Vec<u8>>, Option<u32>),
+    mut update: impl FnMut(Option<&[u8]>) -> Option<Vec<u8>>,
+) -> bool {
+    let mut read = first_read;
     for _ in 0..CAS_ATTEMPTS {
-        let (current, cas) = read_with_cas(key);
+        let (current, cas) = read;
         let Some(next) = update(current.as_deref()) else {
             return false;
         };
         // cas 0 / None: the key does not exist yet; the host then accepts any write.
         match hostcalls::set_shared_data(key, Some(&next), cas) {
             Ok(()) => return true,
-            Err(Status::CasMismatch) => continue,
+            Err(Status::CasMismatch) => read = read_with_cas(key),
             Err(status) => {
                 log(
                     LogLevel::Warn,
@@ -63,10 +74,13 @@ pub(crate) fn update(key: &str, mut update: impl FnMut(Option<&[u8]>) -> Option<
     false
 }
 
-/// One more (`increment`) or one fewer request in flight to the endpoint
-/// whose address hashes to `endpoint_hash`.
-pub(crate) fn add_inflight(key: &str, endpoint_hash: u64, increment: bool) -> bool {
-    update(key, |current| {
+/// Adds one request in flight to the endpoint whose address hashes to
+/// `endpoint_hash` (`increment`), or takes one away.
+fn inflight_step(
+    endpoint_hash: u64,
+    increment: bool,
+) -> impl FnMut(Option<&[u8]>) -> Option<Vec<u8>> {
+    move |current| {
         let mut table = InflightTable::from_bytes(current.unwrap_or_default().to_vec());
         if increment {
             table.increment(endpoint_hash);
@@ -74,7 +88,12 @@ pub(crate) fn add_inflight(key: &str, endpoint_hash: u64, increment: bool) -> bo
             table.decrement(endpoint_hash);
         }
         Some(table.into_bytes())
-    })
+    }
+}
+
+/// One request to that endpoint finished.
+pub(crate) fn release_inflight(key: &str, endpoint_hash: u64) -> bool {
+    update(key, inflight_step(endpoint_hash, false))
 }
 
 /// The in-flight table of a pool as read for a decision, with the CAS token
@@ -94,24 +113,9 @@ pub(crate) fn read_inflight(key: String) -> InflightRead {
     }
 }
 
-/// Counts one more request to `endpoint_hash`: one write when no other
-/// worker changed the table since `read`, the CAS loop otherwise.
-pub(crate) fn increment_inflight(read: InflightRead, endpoint_hash: u64) -> bool {
-    let InflightRead {
-        key,
-        mut table,
-        cas,
-    } = read;
-    table.increment(endpoint_hash);
-    match hostcalls::set_shared_data(&key, Some(&table.into_bytes()), cas) {
-        Ok(()) => true,
-        Err(Status::CasMismatch) => add_inflight(&key, endpoint_hash, true),
-        Err(status) => {
-            log(
-                LogLevel::Warn,
-                &format!("llmgw: updating shared data {key}: {status:?}"),
-            );
-            false
-        }
-    }
+/// Counts one more request to `endpoint_hash`, starting from `read`: one
+/// write when no other worker changed the table since.
+pub(crate) fn increment_inflight(read: &mut InflightRead, endpoint_hash: u64) -> bool {
+    let first_read = (Some(std::mem::take(&mut read.table).into_bytes()), read.cas);
+    update_from(&read.key, first_read, inflight_step(endpoint_hash, true))
 }
