@@ -71,7 +71,6 @@ impl RequestHeaders {
     /// value counts, as for Envoy's single-header lookups.
     pub fn read<'a>(pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>) -> Self {
         let mut headers = RequestHeaders::default();
-        let mut seen_objective = false;
         let mut seen_request_id = false;
         let mut seen_method = false;
         for (name, value) in pairs {
@@ -91,8 +90,7 @@ impl RequestHeaders {
                     );
                 }
             } else if name.eq_ignore_ascii_case(OBJECTIVE_HEADER.as_bytes()) {
-                if !seen_objective {
-                    seen_objective = true;
+                if headers.objective.is_none() {
                     headers.objective = Some(String::from_utf8_lossy(value).into_owned());
                 }
             } else if name.eq_ignore_ascii_case(REQUEST_ID_HEADER.as_bytes()) {
