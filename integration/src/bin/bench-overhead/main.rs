@@ -114,8 +114,9 @@ struct Arm {
     name: String,
     url: String,
     headers_for: HeadersFor,
-    /// The Envoy serving this arm, whose CPU time is charged to its rounds.
-    envoy_pid: u32,
+    /// The Envoy serving this arm (stopped when the arm is dropped); its CPU
+    /// time is charged to the arm's rounds.
+    envoy: Envoy,
     rounds: Vec<Round>,
     /// Envoy CPU time used during this arm's rounds.
     envoy_cpu: Duration,
@@ -210,7 +211,6 @@ async fn run(args: &Args) -> Result<()> {
     }
     setups.push(("Envoy, client picks the pod".into(), None, client_picks));
 
-    let mut envoys: Vec<Envoy> = Vec::new();
     let mut arms = Vec::new();
     for (index, (name, wasm, headers_for)) in setups.into_iter().enumerate() {
         config.listen = free_local_addr()?;
@@ -226,11 +226,10 @@ async fn run(args: &Args) -> Result<()> {
             name,
             url: format!("http://{}/v1/completions", config.listen),
             headers_for,
-            envoy_pid: envoy.pid(),
+            envoy,
             rounds: Vec::new(),
             envoy_cpu: Duration::ZERO,
         });
-        envoys.push(envoy);
     }
 
     for arm in &arms {
@@ -290,7 +289,7 @@ async fn run(args: &Args) -> Result<()> {
                 .collect();
             for index in order {
                 let arm = &mut arms[index];
-                let cpu_before = cpu::process_cpu(arm.envoy_pid)?;
+                let cpu_before = cpu::process_cpu(arm.envoy.pid())?;
                 let round = load::round(
                     &client,
                     &arm.url,
@@ -300,7 +299,7 @@ async fn run(args: &Args) -> Result<()> {
                     arm.headers_for.clone(),
                 )
                 .await?;
-                arm.envoy_cpu += cpu::process_cpu(arm.envoy_pid)?.saturating_sub(cpu_before);
+                arm.envoy_cpu += cpu::process_cpu(arm.envoy.pid())?.saturating_sub(cpu_before);
                 arm.rounds.push(round);
             }
         }
@@ -362,7 +361,7 @@ async fn run(args: &Args) -> Result<()> {
             );
         }
     }
-    drop(envoys);
+    drop(arms);
     Ok(())
 }
 
