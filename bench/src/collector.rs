@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use pool_state::{Endpoint, FailureMode, Pool};
+use sidecar_collector::placement::PrefixPlacements;
 use vllm_sim::engine::EngineStats;
 
 /// Timing of the collector and of snapshot delivery, in seconds.
@@ -18,6 +19,10 @@ pub struct CollectorTiming {
     pub publish_delay_s: f64,
     /// From publication to a gateway replica using it (gRPC push + shared data).
     pub delivery_delay_s: f64,
+    /// A replica's root context sends the affinity keys its workers queued
+    /// once per tick (`ReportPrefixes`), arriving this much later.
+    pub report_tick_s: f64,
+    pub report_delay_s: f64,
 }
 
 impl Default for CollectorTiming {
@@ -26,6 +31,8 @@ impl Default for CollectorTiming {
             scrape_interval_s: 0.050,
             publish_delay_s: 0.002,
             delivery_delay_s: 0.001,
+            report_tick_s: 0.100,
+            report_delay_s: 0.001,
         }
     }
 }
@@ -42,9 +49,21 @@ pub fn pod_address(i: usize) -> String {
     )
 }
 
-/// Builds the pool message from one scrape of every pod. `metrics_age_ms` is the
-/// age of the scraped values when the snapshot is published.
-pub fn pool_from_scrape(stats: &[EngineStats], metrics_age_ms: u32) -> Pool {
+/// The endpoint addresses of a pool of `pods` pods, in endpoint order.
+pub fn pod_addresses(pods: usize) -> Vec<String> {
+    (0..pods).map(pod_address).collect()
+}
+
+/// Builds the pool message from one scrape of every pod and the collector's
+/// prefix placements. `metrics_age_ms` is the age of the scraped values when
+/// the snapshot is published.
+pub fn pool_from_scrape(
+    stats: &[EngineStats],
+    metrics_age_ms: u32,
+    placements: &PrefixPlacements,
+) -> Pool {
+    let addresses = pod_addresses(stats.len());
+    let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
     let mut adapter_names: Vec<String> = Vec::new();
     let mut interned: HashMap<String, u32> = HashMap::new();
     let mut intern = |name: &str| -> u32 {
@@ -60,7 +79,7 @@ pub fn pool_from_scrape(stats: &[EngineStats], metrics_age_ms: u32) -> Pool {
         .iter()
         .enumerate()
         .map(|(i, s)| Endpoint {
-            address: pod_address(i),
+            address: addresses[i].clone(),
             pod: format!("pod-{i}"),
             ready: true,
             metrics_age_ms,
@@ -83,5 +102,7 @@ pub fn pool_from_scrape(stats: &[EngineStats], metrics_age_ms: u32) -> Pool {
         endpoints,
         model_rules: Vec::new(),
         objectives: Vec::new(),
+        prefix_placements: placements.table(&address_refs),
+        learns_prefix_placements: true,
     }
 }

@@ -7,6 +7,7 @@
 //! body scanner (`request::parse_request`), so the prefix hashes cover exactly
 //! the bytes they cover in Envoy.
 
+use gateway_filter::placement::PlacementMemory;
 use gateway_filter::prefix::PrefixConfig;
 use gateway_filter::request::parse_request;
 use gateway_filter::scheduling::{RequestFeatures, Scheduler, SchedulerConfig, ScorerWeights};
@@ -75,9 +76,10 @@ impl OursConfig {
                 "depth" => p.affinity_depth_blocks = value as usize,
                 "load_factor" => p.load_factor = value,
                 "load_slack" => p.load_slack = value,
+                "placement" => p.learned_placement = value != 0.0,
                 other => {
                     return Err(format!(
-                        "unknown variant key `{other}`; expected queue, kv_cache, lora, prefix, inflight, depth, load_factor, load_slack"
+                        "unknown variant key `{other}`; expected queue, kv_cache, lora, prefix, inflight, depth, load_factor, load_slack, placement"
                     ))
                 }
             }
@@ -91,10 +93,13 @@ impl OursConfig {
     }
 }
 
-/// One replica's instance of the filter's scheduler.
+/// One replica's instance of the filter's scheduler, with the worker's
+/// placement memory (where it sent unplaced keys, what it reported).
 pub struct OursPicker {
     scheduler: Scheduler,
     view: Option<(u64, PoolView)>,
+    memory: PlacementMemory,
+    report: Option<u64>,
 }
 
 impl OursPicker {
@@ -102,6 +107,8 @@ impl OursPicker {
         OursPicker {
             scheduler: Scheduler::new(config.scheduler),
             view: None,
+            memory: PlacementMemory::new(),
+            report: None,
         }
     }
 }
@@ -124,13 +131,17 @@ impl Policy for OursPicker {
         // bug: stop the run with it rather than route without the request's features.
         let parsed = parse_request(body.as_bytes())
             .map_err(|e| anyhow::anyhow!("the filter's body scanner rejected a valid body: {e}"))?;
-        let features = RequestFeatures::new(
+        let mut features = RequestFeatures::new(
             view,
             &parsed.model,
             parsed.prompt(body.as_bytes()),
             &self.scheduler.config().prefix,
         );
-        self.scheduler
+        features.sent_to = features
+            .affinity_key
+            .and_then(|key| self.memory.unplaced_endpoint(key));
+        let pick = self
+            .scheduler
             .pick(
                 view,
                 &features,
@@ -138,7 +149,19 @@ impl Policy for OursPicker {
                 input.snapshot_age_ms,
                 rng.next_u64(),
             )
-            .map(|pick| pick.endpoint)
-            .map_err(|e| anyhow::anyhow!("the filter found no endpoint: {}", e.reason()))
+            .map_err(|e| anyhow::anyhow!("the filter found no endpoint: {}", e.reason()))?;
+        let endpoint_hash = view.endpoints[pick.endpoint].address_hash;
+        self.report = pick
+            .learning
+            .filter(|l| {
+                self.memory
+                    .record(l.key, endpoint_hash, l.placed, input.now_ms)
+            })
+            .map(|l| l.key);
+        Ok(pick.endpoint)
+    }
+
+    fn take_prefix_report(&mut self) -> Option<u64> {
+        self.report.take()
     }
 }

@@ -23,12 +23,20 @@ pub struct PickInput<'a> {
     /// Requests this replica has sent to each endpoint and not yet seen finish.
     pub inflight: &'a [u32],
     pub request: &'a RequestSpec,
+    /// Virtual time of the arrival, in milliseconds.
+    pub now_ms: u64,
 }
 
 pub trait Policy {
     /// Index into `input.pool.endpoints` of the chosen endpoint; an error when the
     /// policy cannot pick (the run stops with it rather than guessing).
     fn pick(&mut self, input: &PickInput<'_>, rng: &mut Rng) -> anyhow::Result<usize>;
+
+    /// The affinity key the last pick reports to the collector, if it reports
+    /// one (only the filter's policy does).
+    fn take_prefix_report(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -194,6 +202,7 @@ mod tests {
             snapshot_age_ms: 0,
             inflight: &inflight,
             request: &req,
+            now_ms: 0,
         };
         let mut rng = Rng::new(1);
         let mut rr = PolicyKind::RoundRobin.instantiate(3, &mut rng);

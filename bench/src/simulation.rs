@@ -13,7 +13,9 @@ use vllm_sim::engine::{
     Engine, EngineConfig, EngineEvent, EngineRequest, FinishReason, StepResult,
 };
 
-use crate::collector::{pool_from_scrape, CollectorTiming};
+use sidecar_collector::placement::{PlacementConfig, PrefixPlacements};
+
+use crate::collector::{pod_addresses, pool_from_scrape, CollectorTiming};
 use crate::des::EventQueue;
 use crate::policy::{PickInput, Policy, PolicyKind};
 use crate::rng::Rng;
@@ -119,6 +121,9 @@ enum Event {
     Arrival(usize),
     StepDone(usize),
     Scrape,
+    /// A replica's batch of affinity-key reports (sent on its root tick)
+    /// reaches the collector.
+    Report(usize),
     Deliver {
         replica: usize,
         version: u64,
@@ -140,6 +145,10 @@ struct ReplicaState {
     pool: Arc<Pool>,
     version: u64,
     generated_s: f64,
+    /// Reports queued since the replica's last root tick.
+    queued_reports: Vec<(u64, usize)>,
+    /// Phase of the replica's root tick within `report_tick_s`.
+    tick_phase_s: f64,
 }
 
 /// Runs `workload` under `policy` and returns what every request experienced.
@@ -179,9 +188,14 @@ pub fn run(
     }
 
     let timing = &config.collector;
+    // The collector's placement table, fed by the replicas' reports.
+    let mut placements = PrefixPlacements::new(PlacementConfig::default());
+    let addresses = pod_addresses(config.pods);
+    let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
     let initial = Arc::new(pool_from_scrape(
         &pods.iter().map(|p| p.engine.stats()).collect::<Vec<_>>(),
         0,
+        &placements,
     ));
     let mut replicas: Vec<ReplicaState> = (0..config.replicas)
         .map(|r| {
@@ -193,6 +207,9 @@ pub fn run(
                 pool: initial.clone(),
                 version: 0,
                 generated_s: 0.0,
+                queued_reports: Vec::new(),
+                tick_phase_s: Rng::derive(config.seed, &format!("root-tick/{r}")).f64()
+                    * timing.report_tick_s,
             }
         })
         .collect();
@@ -235,6 +252,7 @@ pub fn run(
                     snapshot_age_ms: age_ms,
                     inflight: &replica.inflight,
                     request: spec,
+                    now_ms: (now * 1000.0) as u64,
                 };
                 let pod_idx = replica.policy.pick(&input, &mut replica.rng)?;
                 anyhow::ensure!(
@@ -242,6 +260,18 @@ pub fn run(
                     "policy picked endpoint {pod_idx} of {}",
                     config.pods
                 );
+                if let Some(key) = replica.policy.take_prefix_report() {
+                    if replica.queued_reports.is_empty() {
+                        // The root context's next tick sends the batch.
+                        let tick = timing.report_tick_s;
+                        let ticks = ((now - replica.tick_phase_s) / tick).floor() + 1.0;
+                        queue.schedule_at(
+                            replica.tick_phase_s + ticks * tick + timing.report_delay_s,
+                            Event::Report(replica_idx),
+                        );
+                    }
+                    replica.queued_reports.push((key, pod_idx));
+                }
                 replica.inflight[pod_idx] += 1;
                 pod_request_counts[pod_idx] += 1;
                 let rec = &mut records[i];
@@ -311,10 +341,17 @@ pub fn run(
                 }
                 start_step(pod, pod_idx, now, &mut queue, &mut engine_steps);
             }
+            Event::Report(replica) => {
+                let now_ms = (now * 1000.0) as u64;
+                for (key, pod) in std::mem::take(&mut replicas[replica].queued_reports) {
+                    placements.observe(key, &addresses[pod], &address_refs, now_ms);
+                }
+            }
             Event::Scrape => {
                 let stats: Vec<_> = pods.iter().map(|p| p.engine.stats()).collect();
                 let age_ms = (timing.publish_delay_s * 1000.0).round() as u32;
-                let pool = Arc::new(pool_from_scrape(&stats, age_ms));
+                placements.expire(&address_refs, (now * 1000.0) as u64);
+                let pool = Arc::new(pool_from_scrape(&stats, age_ms, &placements));
                 let version = next_version;
                 next_version += 1;
                 let generated_s = now + timing.publish_delay_s;

@@ -127,6 +127,11 @@ impl PluginConfig {
     pub fn snapshot_meta_key(&self) -> String {
         format!("{}.snapshot.meta", self.key_prefix)
     }
+
+    /// The shared queue carrying prefix reports to the lease holder.
+    pub fn prefix_reports_queue(&self) -> String {
+        format!("{}.prefix_reports", self.key_prefix)
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 use crate::config::PluginConfig;
 use crate::errors::GatewayError;
+use crate::placement::PlacementState;
 use crate::random::Draws;
 use crate::request::{parse_request, rewrite_model};
 use crate::rewrite::choose_target;
@@ -22,6 +23,8 @@ pub struct RequestContext<'a> {
     pub objective: Option<&'a str>,
     /// The decoded pool state and its age, if any has arrived.
     pub state: Option<(&'a StateView, u32)>,
+    /// Host milliseconds (for the placement memory's report intervals).
+    pub now_ms: u64,
 }
 
 /// A routed request.
@@ -42,6 +45,9 @@ pub struct Decision {
     /// Picked under FailOpen without usable state.
     pub fail_open: bool,
     pub prefix_owner: bool,
+    /// The request's affinity key, when the collector should hear that it
+    /// went to `endpoint` (`placement::PlacementMemory::record`).
+    pub report_key: Option<u64>,
     /// Stat labels (bounded: unknown models are `other`).
     pub model_label: String,
     pub target_label: String,
@@ -65,13 +71,15 @@ impl Rejection {
 
 /// Decides where a request goes. `body` is `None` for requests without one
 /// (e.g. `GET /v1/models`), which are balanced by load alone. `inflight`
-/// returns this Envoy's in-flight counts aligned with the pool's endpoints.
+/// returns this Envoy's in-flight counts aligned with the pool's endpoints;
+/// `placement` is this worker's memory of the affinity keys it routed.
 pub fn decide(
     config: &PluginConfig,
     scheduler: &Scheduler,
     ctx: RequestContext<'_>,
     body: Option<&[u8]>,
     inflight: impl FnOnce(&PoolView) -> Vec<u32>,
+    placement: &mut dyn PlacementState,
     draws: &mut Draws,
 ) -> Result<Decision, Rejection> {
     if let Some(body) = body {
@@ -149,12 +157,15 @@ pub fn decide(
             (Some(p), Some(b)) => p.prompt(b),
             _ => &[],
         };
-        let features = RequestFeatures::new(
+        let mut features = RequestFeatures::new(
             pool,
             target_model.as_deref().unwrap_or_default(),
             prompt,
             &scheduler.config().prefix,
         );
+        features.sent_to = features
+            .affinity_key
+            .and_then(|key| placement.sent_to(pool_name, key, ctx.now_ms));
         (
             scheduler.pick(pool, &features, &counts, age_ms, draws.next_u64()),
             false,
@@ -180,6 +191,11 @@ pub fn decide(
             )
         })?;
 
+    let report_key = pick
+        .learning
+        .filter(|l| placement.record(pool_name, l.key, endpoint_hash, l.placed, ctx.now_ms))
+        .map(|l| l.key);
+
     let new_body = match (&parsed, body, &choice) {
         (Some(p), Some(b), Some(c)) if c.rewritten(&p.model) => {
             Some(rewrite_model(b, &p.model_span, &c.target_model))
@@ -201,12 +217,14 @@ pub fn decide(
         stream: parsed.as_ref().is_some_and(|p| p.stream),
         fail_open,
         prefix_owner: pick.prefix_owner,
+        report_key,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::placement::PlacementMemory;
     use crate::request::parse_request;
     use crate::state::tests::{endpoint, pool};
     use pool_state::{FailureMode, ModelRule, Objective, Snapshot, WeightedTarget};
@@ -259,6 +277,7 @@ mod tests {
             cluster: Some(cluster),
             objective,
             state,
+            now_ms: 0,
         };
         decide(
             &config,
@@ -266,6 +285,7 @@ mod tests {
             ctx,
             body,
             |p| vec![0; p.endpoints.len()],
+            &mut PlacementMemory::new(),
             &mut Draws::new(3),
         )
     }

@@ -13,6 +13,8 @@ pub mod errors;
 pub mod headers;
 pub mod inflight;
 pub mod lease;
+pub mod pending;
+pub mod placement;
 pub mod prefix;
 pub mod priority;
 pub mod random;

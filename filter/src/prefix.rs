@@ -38,6 +38,9 @@ pub struct PrefixConfig {
     /// idle pool (BENCHMARKS.md, "Bounded load 1.5 × mean + 2 → 1.25 × mean + 3").
     pub load_factor: f64,
     pub load_slack: f64,
+    /// Follow the collector's learned placements (and report keys so it can
+    /// learn them); off, the owner is the rendezvous hash alone.
+    pub learned_placement: bool,
 }
 
 impl Default for PrefixConfig {
@@ -47,6 +50,7 @@ impl Default for PrefixConfig {
             affinity_depth_blocks: 4,
             load_factor: 1.25,
             load_slack: 3.0,
+            learned_placement: true,
         }
     }
 }
@@ -136,11 +140,25 @@ pub struct CandidateLoad {
     pub saturated: bool,
 }
 
-/// Index (into `candidates`) of the endpoint that owns `key`: the first in
-/// rendezvous order that is not overloaded; `None` when all are.
+/// Where a key's owner comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerRule {
+    /// `preferred` (the collector's placement) while it fits, else the first
+    /// fitting endpoint in rendezvous order; with no placement, rendezvous.
+    Rendezvous,
+    /// The collector learns placements but has not placed this key yet:
+    /// `preferred` (where this worker sent it) while it fits, else no owner,
+    /// so the load scorers place it.
+    Learning,
+}
+
+/// Index (into `candidates`) of the endpoint that owns `key`: `preferred` if
+/// it is not overloaded, else as `rule` says; `None` when nothing fits.
 pub fn affinity_owner(
     key: u64,
     candidates: &[CandidateLoad],
+    preferred: Option<usize>,
+    rule: OwnerRule,
     config: &PrefixConfig,
 ) -> Option<usize> {
     if candidates.is_empty() {
@@ -148,13 +166,20 @@ pub fn affinity_owner(
     }
     let mean = candidates.iter().map(|c| c.queue).sum::<f64>() / candidates.len() as f64;
     let limit = config.load_factor * mean + config.load_slack;
+    let fits = |c: &CandidateLoad| !c.saturated && c.queue <= limit;
+    if let Some(i) = preferred.filter(|&i| candidates.get(i).is_some_and(fits)) {
+        return Some(i);
+    }
+    if rule == OwnerRule::Learning {
+        return None;
+    }
     // The first fitting candidate in rendezvous order (highest weight first,
     // a tie by lower index so every replica agrees) is the fitting one with
     // the highest weight: one pass, no sort.
     candidates
         .iter()
         .enumerate()
-        .filter(|(_, c)| !c.saturated && c.queue <= limit)
+        .filter(|(_, c)| fits(c))
         .map(|(i, c)| (rendezvous_weight(key, c.endpoint_hash), i))
         .max_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)))
         .map(|(_, i)| i)
@@ -219,8 +244,8 @@ mod tests {
         let mut reversed = cands.clone();
         reversed.reverse();
         for key in 0..200u64 {
-            let a = affinity_owner(key, &cands, &config).unwrap();
-            let b = affinity_owner(key, &reversed, &config).unwrap();
+            let a = affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config).unwrap();
+            let b = affinity_owner(key, &reversed, None, OwnerRule::Rendezvous, &config).unwrap();
             assert_eq!(cands[a].endpoint_hash, reversed[b].endpoint_hash);
         }
     }
@@ -264,7 +289,7 @@ mod tests {
                 .collect();
             for key in 0..20 {
                 assert_eq!(
-                    affinity_owner(key, &cands, &config),
+                    affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config),
                     reference(key, &cands, &config),
                     "round {round}, key {key}"
                 );
@@ -279,7 +304,8 @@ mod tests {
         let cands: Vec<_> = (0..8).map(|i| cand(i, 0.0)).collect();
         let mut owned = [0u32; 8];
         for key in 0..8000u64 {
-            owned[affinity_owner(mix64(key), &cands, &config).unwrap()] += 1;
+            owned[affinity_owner(mix64(key), &cands, None, OwnerRule::Rendezvous, &config)
+                .unwrap()] += 1;
         }
         assert!(owned.iter().all(|&n| (700..1300).contains(&n)), "{owned:?}");
     }
@@ -290,18 +316,27 @@ mod tests {
         let config = PrefixConfig::default();
         let mut cands: Vec<_> = (0..4).map(|i| cand(i, 1.0)).collect();
         let key = 42;
-        let first = affinity_owner(key, &cands, &config).unwrap();
+        let first = affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config).unwrap();
         cands[first].queue = 50.0;
-        let second = affinity_owner(key, &cands, &config).unwrap();
+        let second = affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config).unwrap();
         assert_ne!(first, second);
         cands[first].queue = 1.0;
         cands[first].saturated = true;
-        assert_eq!(affinity_owner(key, &cands, &config), Some(second));
+        assert_eq!(
+            affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config),
+            Some(second)
+        );
         for c in &mut cands {
             c.saturated = true;
         }
-        assert_eq!(affinity_owner(key, &cands, &config), None);
-        assert_eq!(affinity_owner(key, &[], &config), None);
+        assert_eq!(
+            affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config),
+            None
+        );
+        assert_eq!(
+            affinity_owner(key, &[], None, OwnerRule::Rendezvous, &config),
+            None
+        );
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
@@ -319,5 +354,41 @@ mod tests {
         assert!(bad(|c| c.load_factor = 0.5));
         assert!(bad(|c| c.load_factor = f64::NAN));
         assert!(bad(|c| c.load_slack = -1.0));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn a_preferred_endpoint_owns_while_it_fits_then_the_rule_decides() {
+        let config = PrefixConfig::default();
+        let mut cands: Vec<_> = (0..4).map(|i| cand(i, 0.0)).collect();
+        let key = 77;
+        let hashed = affinity_owner(key, &cands, None, OwnerRule::Rendezvous, &config).unwrap();
+        let other = (hashed + 1) % 4;
+        for rule in [OwnerRule::Rendezvous, OwnerRule::Learning] {
+            assert_eq!(
+                affinity_owner(key, &cands, Some(other), rule, &config),
+                Some(other)
+            );
+        }
+        assert_eq!(
+            affinity_owner(key, &cands, None, OwnerRule::Learning, &config),
+            None
+        );
+        // The preferred endpoint over the limit: rendezvous spills, learning
+        // leaves the pick to the load scorers.
+        cands[other].queue = 10.0;
+        assert_eq!(
+            affinity_owner(key, &cands, Some(other), OwnerRule::Rendezvous, &config),
+            Some(hashed)
+        );
+        assert_eq!(
+            affinity_owner(key, &cands, Some(other), OwnerRule::Learning, &config),
+            None
+        );
+        assert_eq!(
+            affinity_owner(key, &cands, Some(9), OwnerRule::Rendezvous, &config),
+            Some(hashed),
+            "an index out of range is ignored"
+        );
     }
 }

@@ -8,7 +8,7 @@
 
 use serde::Deserialize;
 
-use crate::prefix::{self, CandidateLoad, PrefixConfig};
+use crate::prefix::{self, CandidateLoad, OwnerRule, PrefixConfig};
 use crate::priority::SaturationThresholds;
 use crate::state::{EndpointView, PoolView};
 
@@ -91,15 +91,24 @@ pub struct RequestFeatures {
     pub adapter: Option<u32>,
     /// Chained 64-byte block hashes of the prompt ([`prefix::block_hashes`]).
     pub prefix_hashes: Vec<u64>,
+    /// The prompt's affinity key ([`prefix::affinity_key`]); `None` for
+    /// prompts shorter than one block.
+    pub affinity_key: Option<u64>,
+    /// Where this worker sent the key while the collector has not placed it
+    /// (`placement::PlacementMemory::unplaced_endpoint`), as an address hash.
+    pub sent_to: Option<u64>,
 }
 
 impl RequestFeatures {
     /// Features of a request for `target_model` whose prompt text (raw JSON of
     /// `prompt` or `messages`) is `prompt`.
     pub fn new(pool: &PoolView, target_model: &str, prompt: &[u8], config: &PrefixConfig) -> Self {
+        let prefix_hashes = prefix::block_hashes(prompt, config.max_blocks);
         RequestFeatures {
             adapter: pool.adapter_id(target_model),
-            prefix_hashes: prefix::block_hashes(prompt, config.max_blocks),
+            affinity_key: prefix::affinity_key(&prefix_hashes, config.affinity_depth_blocks),
+            prefix_hashes,
+            sent_to: None,
         }
     }
 }
@@ -113,10 +122,22 @@ pub struct Pick {
     pub score: f64,
     /// Whether the winner owns the request's prefix-affinity key.
     pub prefix_owner: bool,
+    /// Set when the pool's collector learns prefix placements and the request
+    /// has an affinity key: what the worker remembers and reports.
+    pub learning: Option<PlacementLearning>,
     /// Candidates left after the filters.
     pub candidates: usize,
     /// False when no candidate had fresh metrics and scoring used stale ones.
     pub metrics_fresh: bool,
+}
+
+/// A request's part in learned prefix placement
+/// ([`crate::placement::PlacementMemory::record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlacementLearning {
+    pub key: u64,
+    /// The snapshot places the key.
+    pub placed: bool,
 }
 
 /// Why no endpoint could be picked (the filter answers 503 with this reason).
@@ -257,11 +278,30 @@ impl Scheduler {
             );
         }
         let mut owner = None;
+        let mut learning = None;
         if w.prefix > 0.0 {
-            if let Some(key) = prefix::affinity_key(
-                &request.prefix_hashes,
-                self.config.prefix.affinity_depth_blocks,
-            ) {
+            if let Some(key) = request.affinity_key {
+                let learned = self.config.prefix.learned_placement && pool.learns_placements;
+                let placed = learned.then(|| pool.placed_endpoint(key)).flatten();
+                let (preferred, rule) = match placed {
+                    Some(e) => (
+                        candidates.iter().position(|c| c.index == e),
+                        OwnerRule::Rendezvous,
+                    ),
+                    None if learned => (
+                        request.sent_to.and_then(|h| {
+                            candidates.iter().position(|c| c.endpoint.address_hash == h)
+                        }),
+                        OwnerRule::Learning,
+                    ),
+                    None => (None, OwnerRule::Rendezvous),
+                };
+                if learned {
+                    learning = Some(PlacementLearning {
+                        key,
+                        placed: placed.is_some(),
+                    });
+                }
                 let loads: Vec<CandidateLoad> = candidates
                     .iter()
                     .map(|c| CandidateLoad {
@@ -270,7 +310,7 @@ impl Scheduler {
                         saturated: c.saturated,
                     })
                     .collect();
-                owner = prefix::affinity_owner(key, &loads, &self.config.prefix);
+                owner = prefix::affinity_owner(key, &loads, preferred, rule, &self.config.prefix);
                 if let Some(s) = owner.and_then(|i| scores.get_mut(i)) {
                     *s += w.prefix;
                 }
@@ -283,6 +323,7 @@ impl Scheduler {
             endpoint: chosen.index,
             score: scores.get(winner).copied().unwrap_or(0.0),
             prefix_owner: owner == Some(winner),
+            learning,
             candidates: candidates.len(),
             metrics_fresh,
         })
@@ -317,6 +358,7 @@ impl Scheduler {
             endpoint,
             score: 0.0,
             prefix_owner: false,
+            learning: None,
             candidates: candidates.len(),
             metrics_fresh: false,
         })
@@ -709,5 +751,82 @@ mod tests {
         assert!(w.validate().is_err());
         w.queue = f64::INFINITY;
         assert!(w.validate().is_err());
+    }
+
+    /// Four idle endpoints whose collector learns placements.
+    fn learning_view(placements: &[(u64, u32)]) -> PoolView {
+        let mut p = pool(
+            "p",
+            (0..4)
+                .map(|i| endpoint(&format!("10.0.0.{i}:8000"), 0, 0.1))
+                .collect(),
+        );
+        p.learns_prefix_placements = true;
+        p.prefix_placements = placements
+            .iter()
+            .map(|&(key, endpoint)| pool_state::PrefixPlacement { key, endpoint })
+            .collect();
+        PoolView::from_pool(&p)
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn a_placed_group_goes_to_its_placement_and_spills_by_rendezvous() {
+        let cfg = PrefixConfig::default();
+        let unplaced = learning_view(&[]);
+        let req = RequestFeatures::new(&unplaced, "m", &prompt(1, 0), &cfg);
+        let key = req.affinity_key.unwrap();
+        for placed_on in 0..4u32 {
+            let mut p = learning_view(&[(key, placed_on)]);
+            for rand in [0, 5, 11] {
+                let pick = scheduler().pick(&p, &req, &[], 0, rand).unwrap();
+                assert_eq!(pick.endpoint, placed_on as usize);
+                assert!(pick.prefix_owner);
+                assert_eq!(pick.learning, Some(PlacementLearning { key, placed: true }));
+            }
+            // Saturated: the next fitting endpoint in rendezvous order owns it.
+            p.endpoints[placed_on as usize].waiting = 6;
+            let spilled = scheduler().pick(&p, &req, &[], 0, 0).unwrap();
+            assert_ne!(spilled.endpoint, placed_on as usize);
+            assert!(spilled.prefix_owner);
+        }
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn an_unplaced_group_is_placed_by_load_then_follows_this_worker() {
+        let cfg = PrefixConfig::default();
+        let mut p = learning_view(&[]);
+        for (i, e) in p.endpoints.iter_mut().enumerate() {
+            e.waiting = if i == 2 { 0 } else { 3 };
+        }
+        let mut req = RequestFeatures::new(&p, "m", &prompt(4, 0), &cfg);
+        let first = scheduler().pick(&p, &req, &[], 0, 0).unwrap();
+        assert_eq!(first.endpoint, 2, "no owner yet: the shortest queue wins");
+        assert!(!first.prefix_owner);
+        assert!(matches!(
+            first.learning,
+            Some(PlacementLearning { placed: false, .. })
+        ));
+        // This worker remembers where it sent the group; the next request
+        // follows it even though another pod is now idler.
+        req.sent_to = Some(p.endpoints[2].address_hash);
+        p.endpoints[2].waiting = 2;
+        p.endpoints[0].waiting = 0;
+        let next = scheduler().pick(&p, &req, &[], 0, 0).unwrap();
+        assert_eq!((next.endpoint, next.prefix_owner), (2, true));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn learned_placement_off_keeps_rendezvous_and_reports_nothing() {
+        let mut config = SchedulerConfig::default();
+        config.prefix.learned_placement = false;
+        let scheduler = Scheduler::new(config.clone());
+        let p = learning_view(&[]);
+        let req = RequestFeatures::new(&p, "m", &prompt(5, 0), &config.prefix);
+        let pick = scheduler.pick(&p, &req, &[], 0, 0).unwrap();
+        assert!(pick.prefix_owner, "rendezvous owner");
+        assert_eq!(pick.learning, None);
     }
 }

@@ -111,6 +111,11 @@ pub struct PoolView {
     pub rules: Vec<ModelRuleView>,
     /// InferenceObjective name → priority (negative = sheddable).
     pub objectives: HashMap<String, i32>,
+    /// The collector's learned prefix placements: (affinity key, endpoint
+    /// index), sorted by key, one per key, indices in range.
+    placements: Vec<(u64, u32)>,
+    /// The collector learns placements (and so wants the keys reported).
+    pub learns_placements: bool,
 }
 
 impl PoolView {
@@ -178,6 +183,14 @@ impl PoolView {
             .iter()
             .map(|o| (o.name.clone(), o.priority))
             .collect();
+        let mut placements: Vec<(u64, u32)> = pool
+            .prefix_placements
+            .iter()
+            .filter(|p| (p.endpoint as usize) < pool.endpoints.len())
+            .map(|p| (p.key, p.endpoint))
+            .collect();
+        placements.sort_unstable();
+        placements.dedup_by_key(|p| p.0);
         PoolView {
             name: pool.name.clone(),
             namespace: pool.namespace.clone(),
@@ -190,7 +203,18 @@ impl PoolView {
             adapter_index,
             rules,
             objectives,
+            placements,
+            learns_placements: pool.learns_prefix_placements,
         }
+    }
+
+    /// The endpoint (index) the collector placed an affinity key on, if any.
+    pub fn placed_endpoint(&self, key: u64) -> Option<usize> {
+        self.placements
+            .binary_search_by_key(&key, |p| p.0)
+            .ok()
+            .and_then(|i| self.placements.get(i))
+            .map(|p| p.1 as usize)
     }
 
     /// The interned id of an adapter some endpoint of this pool runs or waits

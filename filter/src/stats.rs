@@ -15,6 +15,9 @@ pub const FAIL_OPEN_TOTAL: &str = "llmgw_fail_open_total";
 pub const DECISION_TIME_US: &str = "llmgw_decision_time_us";
 pub const SNAPSHOTS_RECEIVED_TOTAL: &str = "llmgw_snapshots_received_total";
 pub const COLLECTOR_STREAM_CLOSED_TOTAL: &str = "llmgw_collector_stream_closed_total";
+/// Affinity keys sent to the collector (ReportPrefixes), and failed sends.
+pub const PREFIX_REPORTS_TOTAL: &str = "llmgw_prefix_reports_total";
+pub const PREFIX_REPORT_ERRORS_TOTAL: &str = "llmgw_prefix_report_errors_total";
 
 /// Longest label value kept; longer ones are cut (names stay readable).
 const MAX_LABEL: usize = 64;

@@ -19,6 +19,7 @@ use anyhow::{anyhow, ensure, Result};
 use integration::e2e::http::HttpClient;
 use integration::e2e::scenarios;
 use integration::e2e::stack::Stack;
+use integration::e2e::wait::wait_until;
 use serde_json::{json, Value};
 
 const BASE_MODEL: &str = "meta-llama/Llama-3.1-8B-Instruct";
@@ -168,6 +169,42 @@ async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full(
     ensure!(
         spread.len() >= 2,
         "{CONVERSATIONS} conversations all landed on {spread:?}: affinity does not spread"
+    );
+    // The filter reported every conversation's affinity key, and the
+    // collector (a report tick and a publish later) placed each on the pod
+    // the conversation lives on.
+    let mut expected: Vec<String> = home
+        .iter()
+        .map(|pod| stack.fleet.pod(pod).addr().to_string())
+        .collect();
+    expected.sort();
+    let collector = stack
+        .collector
+        .as_ref()
+        .ok_or_else(|| anyhow!("collector stopped"))?;
+    let placed_on = || async {
+        let snapshot = collector.snapshot().await?;
+        let pool = &snapshot.pools[0];
+        let mut placed: Vec<String> = pool
+            .prefix_placements
+            .iter()
+            .filter_map(|p| pool.endpoints.get(p.endpoint as usize))
+            .map(|e| e.address.clone())
+            .collect();
+        placed.sort();
+        anyhow::Ok((pool.learns_prefix_placements, placed))
+    };
+    let learned = wait_until(
+        "the collector to place every conversation",
+        Duration::from_secs(5),
+        || async { Ok(placed_on().await?.1.len() >= CONVERSATIONS) },
+    )
+    .await;
+    let (learns, placed) = placed_on().await?;
+    ensure!(
+        learned.is_ok() && learns && placed == expected,
+        "placements {placed:?}, conversations on {expected:?}\n{}",
+        stack.diagnostics()
     );
 
     // Phase 2: the first conversation's pod is paused with a long queue.

@@ -492,3 +492,83 @@ fn invalid_plugin_configurations_are_rejected_with_a_reason() {
         assert!(format!("{error:#}").contains(needle), "{config}: {error:#}");
     }
 }
+
+/// A pool whose collector learns prefix placements, with these placements.
+fn learning_pool(placements: &[(u64, u32)]) -> Pool {
+    let mut p = pool(
+        "pool-a",
+        FailureMode::FailClose,
+        vec![
+            endpoint("10.0.0.1:8000", 0, 0.1),
+            endpoint("10.0.0.2:8000", 0, 0.1),
+            endpoint("10.0.0.3:8000", 0, 0.1),
+        ],
+    );
+    p.learns_prefix_placements = true;
+    p.prefix_placements = placements
+        .iter()
+        .map(|&(key, endpoint)| pool_state::PrefixPlacement { key, endpoint })
+        .collect();
+    p
+}
+
+#[test]
+fn affinity_keys_are_reported_to_the_collector_and_its_placement_is_followed() {
+    let (host, worker) = started("{}", vec![learning_pool(&[])]);
+    let body = completion_body("base", 600);
+    let first = send_completion(&worker, "pool-a", &body);
+    let routed = first.upstream_header(DESTINATION).unwrap().to_string();
+    // The same worker keeps an unplaced group where it sent it, and reports
+    // the key once (not once per request).
+    for _ in 0..3 {
+        let again = send_completion(&worker, "pool-a", &body);
+        assert_eq!(again.upstream_header(DESTINATION), Some(routed.as_str()));
+    }
+    host.advance(Duration::from_millis(100)).unwrap();
+    let reports = host.collector().prefix_reports();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(
+        (reports[0].pool.as_str(), reports[0].endpoint.as_str()),
+        ("pool-a", routed.as_str())
+    );
+
+    // The collector places the key elsewhere: every request follows it.
+    let key = reports[0].key;
+    let elsewhere = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]
+        .iter()
+        .position(|a| *a != routed)
+        .unwrap();
+    host.collector()
+        .push(&snapshot(
+            2,
+            vec![learning_pool(&[(key, elsewhere as u32)])],
+        ))
+        .unwrap();
+    for _ in 0..3 {
+        let placed = send_completion(&worker, "pool-a", &body);
+        assert_eq!(
+            placed.upstream_header(DESTINATION),
+            Some(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"][elsewhere])
+        );
+    }
+}
+
+#[test]
+fn a_collector_that_does_not_learn_placements_gets_no_reports() {
+    let mut p = learning_pool(&[]);
+    p.learns_prefix_placements = false;
+    let (host, worker) = started("{}", vec![p]);
+    let body = completion_body("base", 600);
+    let first = send_completion(&worker, "pool-a", &body);
+    let owner = first.upstream_header(DESTINATION).unwrap().to_string();
+    for _ in 0..3 {
+        let again = send_completion(&worker, "pool-a", &body);
+        assert_eq!(
+            again.upstream_header(DESTINATION),
+            Some(owner.as_str()),
+            "rendezvous owner"
+        );
+    }
+    host.advance(Duration::from_millis(300)).unwrap();
+    assert!(host.collector().prefix_reports().is_empty());
+}

@@ -11,3 +11,4 @@ pub use generated::*;
 pub const SERVICE_NAME: &str = "llmgw.poolstate.v1.PoolState";
 pub const WATCH_METHOD: &str = "Watch";
 pub const GET_METHOD: &str = "Get";
+pub const REPORT_PREFIXES_METHOD: &str = "ReportPrefixes";

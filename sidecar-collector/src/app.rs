@@ -3,7 +3,7 @@
 //! ```text
 //! discovery ─Inventory─▶ model::build ─DesiredState─▶ scrape::run ─▶ Observations
 //!                                     └──────────────▶ snapshot::run ◀─────┘
-//!                                                        └─Snapshot─▶ grpc + http
+//!                                    placement ◀─reports─ grpc  └─Snapshot─▶ grpc + http
 //! ```
 //! Each arrow is a `tokio::sync::watch` channel: consumers always see the
 //! latest complete value and never queue up stale ones.
@@ -21,6 +21,7 @@ use crate::cli::{Cli, Scheme, Source};
 use crate::discovery::{self, Inventory};
 use crate::model::{self, DesiredState};
 use crate::observations::Observations;
+use crate::placement::{PlacementConfig, Placements};
 use crate::scrape::{self, BearerToken, ScrapeConfig};
 use crate::snapshot::{self, PublishConfig};
 use crate::telemetry::Telemetry;
@@ -113,6 +114,14 @@ pub async fn run(
         }
     });
 
+    let placements = Arc::new(Placements::new(
+        PlacementConfig {
+            ttl_ms: u64::try_from(cli.placement_ttl.as_millis()).unwrap_or(u64::MAX),
+            max_keys: cli.placement_max_keys as usize,
+            ..PlacementConfig::default()
+        },
+        !cli.no_prefix_placement,
+    ));
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
     let publish_config = PublishConfig {
         collector_id: collector_id.clone(),
@@ -123,6 +132,7 @@ pub async fn run(
     tokio::spawn(snapshot::run(
         desired_rx.clone(),
         observations.clone(),
+        placements.clone(),
         snapshot_tx,
         publish_config,
         telemetry.clone(),
@@ -132,8 +142,14 @@ pub async fn run(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
-    let service =
-        grpc::PoolStateService::new(snapshot_rx.clone(), cli.publish_interval, telemetry.clone());
+    let service = grpc::PoolStateService::new(
+        snapshot_rx.clone(),
+        cli.publish_interval,
+        telemetry.clone(),
+        placements,
+        desired_rx.clone(),
+    )
+    .with_peers(&cli.placement_peers)?;
     let grpc_addr = grpc_listener.local_addr()?;
     let grpc_server = tonic::transport::Server::builder()
         .tcp_nodelay(true)

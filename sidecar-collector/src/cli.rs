@@ -119,6 +119,25 @@ pub struct Cli {
     #[arg(long, default_value = "250ms", value_parser = parse_duration, env = "LLMGW_COLLECTOR_POLL_INTERVAL")]
     pub poll_interval: Duration,
 
+    /// Do not learn prefix placements: ignore gateways' ReportPrefixes, and
+    /// let filters own prefix groups by rendezvous hashing alone.
+    #[arg(long, env = "LLMGW_COLLECTOR_NO_PREFIX_PLACEMENT")]
+    pub no_prefix_placement: bool,
+    /// A placed prefix group no gateway has reported for this long is forgotten.
+    #[arg(long, default_value = "120s", value_parser = parse_duration, env = "LLMGW_COLLECTOR_PLACEMENT_TTL")]
+    pub placement_ttl: Duration,
+    /// Prefix groups placed per pool at most (the one seen longest ago goes).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=65536), env = "LLMGW_COLLECTOR_PLACEMENT_MAX_KEYS")]
+    pub placement_max_keys: u32,
+    /// Another collector replica (`host:port` of its gRPC listener) to forward
+    /// gateway prefix reports to, so replicas learn the same placements.
+    /// Repeatable, or comma-separated in the environment variable.
+    #[arg(
+        long = "placement-peer",
+        value_delimiter = ',',
+        env = "LLMGW_COLLECTOR_PLACEMENT_PEERS"
+    )]
+    pub placement_peers: Vec<String>,
     /// Identifies this replica in snapshots; default: hostname-pid.
     #[arg(long, env = "LLMGW_COLLECTOR_ID")]
     pub collector_id: Option<String>,

@@ -1,5 +1,7 @@
 //! The `llmgw.poolstate.v1.PoolState` gRPC service: a server-streaming Watch
-//! and a unary Get over the latest published snapshot.
+//! and a unary Get over the latest published snapshot, and ReportPrefixes,
+//! which feeds the learned prefix placements (and forwards each gateway
+//! report once to the peer collectors).
 
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -7,19 +9,32 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use pool_state::pool_state_client::PoolStateClient;
 use pool_state::pool_state_server::{PoolState, PoolStateServer};
-use pool_state::{GetRequest, Snapshot, WatchRequest};
+use pool_state::{GetRequest, PrefixReport, PrefixReportAck, Snapshot, WatchRequest};
 use tokio::sync::watch;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::model::DesiredState;
+use crate::placement::Placements;
 use crate::telemetry::Telemetry;
 
-/// Serves the snapshots the publisher sends on its watch channel.
+/// Most affinity keys one report may carry (a filter sends a few per tick).
+pub const MAX_REPORT_KEYS: usize = 16_384;
+/// How long a forward to a peer collector may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves the snapshots the publisher sends on its watch channel, and takes
+/// the gateways' prefix reports.
 #[derive(Clone)]
 pub struct PoolStateService {
     snapshots: watch::Receiver<Arc<Snapshot>>,
     default_min_interval: Duration,
     telemetry: Arc<Telemetry>,
+    placements: Arc<Placements>,
+    desired: watch::Receiver<Arc<DesiredState>>,
+    peers: Vec<PoolStateClient<Channel>>,
 }
 
 impl PoolStateService {
@@ -27,11 +42,50 @@ impl PoolStateService {
         snapshots: watch::Receiver<Arc<Snapshot>>,
         default_min_interval: Duration,
         telemetry: Arc<Telemetry>,
+        placements: Arc<Placements>,
+        desired: watch::Receiver<Arc<DesiredState>>,
     ) -> Self {
         Self {
             snapshots,
             default_min_interval,
             telemetry,
+            placements,
+            desired,
+            peers: Vec::new(),
+        }
+    }
+
+    /// Collectors this one forwards gateway reports to (`host:port` of their
+    /// gRPC listeners). Connections are made lazily and re-made on failure.
+    pub fn with_peers(mut self, peers: &[String]) -> anyhow::Result<Self> {
+        for peer in peers {
+            let uri = format!("http://{peer}");
+            let channel = tonic::transport::Endpoint::from_shared(uri)
+                .map_err(|e| anyhow::anyhow!("--placement-peer {peer:?} is not host:port: {e}"))?
+                .connect_timeout(FORWARD_TIMEOUT)
+                .timeout(FORWARD_TIMEOUT)
+                .connect_lazy();
+            self.peers.push(PoolStateClient::new(channel));
+        }
+        Ok(self)
+    }
+
+    fn forward(&self, report: &PrefixReport) {
+        for peer in &self.peers {
+            let mut peer = peer.clone();
+            let message = PrefixReport {
+                seen: report.seen.clone(),
+                forwarded: true,
+            };
+            let telemetry = self.telemetry.clone();
+            tokio::spawn(async move {
+                if let Err(status) = peer.report_prefixes(message).await {
+                    telemetry
+                        .prefix_forward_errors
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %status, "forwarding a prefix report to a peer failed");
+                }
+            });
         }
     }
 
@@ -106,6 +160,34 @@ impl PoolState for PoolStateService {
                 }
             });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn report_prefixes(
+        &self,
+        request: Request<PrefixReport>,
+    ) -> Result<Response<PrefixReportAck>, Status> {
+        let report = request.into_inner();
+        if report.seen.len() > MAX_REPORT_KEYS {
+            return Err(Status::invalid_argument(format!(
+                "a report carries at most {MAX_REPORT_KEYS} keys, this one {}",
+                report.seen.len()
+            )));
+        }
+        let desired = self.desired.borrow().clone();
+        let accepted = self.placements.report(&report.seen, &desired);
+        let ignored = report.seen.len() - accepted;
+        self.telemetry
+            .prefix_reports
+            .fetch_add(accepted as u64, Ordering::Relaxed);
+        self.telemetry
+            .prefix_reports_ignored
+            .fetch_add(ignored as u64, Ordering::Relaxed);
+        if !report.forwarded && self.placements.enabled() {
+            self.forward(&report);
+        }
+        Ok(Response::new(PrefixReportAck {
+            accepted: u32::try_from(accepted).unwrap_or(u32::MAX),
+        }))
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Snapshot>, Status> {

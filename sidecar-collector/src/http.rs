@@ -281,6 +281,35 @@ pub fn render(
         "llmgw_collector_watch_streams {}",
         telemetry.watch_streams.load(Ordering::Relaxed)
     );
+    for (name, kind, help, value) in [
+        (
+            "llmgw_collector_prefix_reports_total",
+            "counter",
+            "Affinity-key reports from gateways applied to the placement tables.",
+            telemetry.prefix_reports.load(Ordering::Relaxed),
+        ),
+        (
+            "llmgw_collector_prefix_reports_ignored_total",
+            "counter",
+            "Affinity-key reports naming an unknown pool or endpoint.",
+            telemetry.prefix_reports_ignored.load(Ordering::Relaxed),
+        ),
+        (
+            "llmgw_collector_prefix_forward_errors_total",
+            "counter",
+            "Reports that could not be forwarded to a peer collector.",
+            telemetry.prefix_forward_errors.load(Ordering::Relaxed),
+        ),
+        (
+            "llmgw_collector_prefix_placements",
+            "gauge",
+            "Affinity keys placed in the latest snapshot, over all pools.",
+            telemetry.placement_keys.load(Ordering::Relaxed),
+        ),
+    ] {
+        family(&mut out, name, kind, help);
+        let _ = writeln!(out, "{name} {value}");
+    }
     family(
         &mut out,
         "llmgw_collector_invalid_objects",

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::model::DesiredState;
 use crate::observations::{Observation, Observations};
+use crate::placement::Placements;
 use crate::telemetry::Telemetry;
 
 #[derive(Debug, Clone)]
@@ -27,11 +28,13 @@ pub struct PublishConfig {
     pub unready_after_failures: u32,
 }
 
-/// Builds one snapshot. Clears the observations' publish bookkeeping and
-/// records each pending change's scrape-to-publish delay.
+/// Builds one snapshot, with each pool's learned prefix placements. Clears
+/// the observations' publish bookkeeping and records each pending change's
+/// scrape-to-publish delay.
 pub fn build(
     desired: &DesiredState,
     observations: &mut HashMap<String, Observation>,
+    placements: &Placements,
     version: u64,
     config: &PublishConfig,
     telemetry: &Telemetry,
@@ -121,6 +124,8 @@ pub fn build(
                 endpoints,
                 model_rules: pool.model_rules.clone(),
                 objectives: pool.objectives.clone(),
+                prefix_placements: placements.table(pool),
+                learns_prefix_placements: placements.enabled(),
             }
         })
         .collect();
@@ -146,6 +151,7 @@ fn first_round_done(desired: &DesiredState, observations: &HashMap<String, Obser
 pub async fn run(
     mut desired: watch::Receiver<Arc<DesiredState>>,
     observations: Arc<Observations>,
+    placements: Arc<Placements>,
     out: watch::Sender<Arc<Snapshot>>,
     config: PublishConfig,
     telemetry: Arc<Telemetry>,
@@ -166,6 +172,7 @@ pub async fn run(
                     desired_changed = true;
                 }
                 _ = observations.changed.notified() => {}
+                _ = placements.notify.notified() => {}
                 _ = tokio::time::sleep_until(refresh_at) => {}
             }
         }
@@ -180,10 +187,14 @@ pub async fn run(
             // Checked (and maybe published) now; the next check is one interval away.
             refresh_at = started + config.refresh_interval;
         }
+        if desired_changed {
+            placements.retain_pools(&state);
+        }
+        let placed = placements.take_changed();
         let snapshot = observations.with(|map| {
             let pending = map.values().any(|o| o.unpublished_since.is_some());
             let fresher = refresh_due && map.values().any(|o| o.fresh);
-            if !(desired_changed || pending || fresher) {
+            if !(desired_changed || pending || fresher || placed) {
                 return None;
             }
             if !telemetry.ready.load(Ordering::Relaxed)
@@ -194,7 +205,14 @@ pub async fn run(
                 tracing::info!("discovery synced and every ready endpoint scraped once: ready");
             }
             version += 1;
-            Some(build(&state, map, version, &config, &telemetry))
+            Some(build(
+                &state,
+                map,
+                &placements,
+                version,
+                &config,
+                &telemetry,
+            ))
         });
         desired_changed = false;
         let Some(snapshot) = snapshot else {
@@ -204,6 +222,14 @@ pub async fn run(
         telemetry
             .snapshot_bytes
             .store(snapshot.encoded_len() as u64, Ordering::Relaxed);
+        let placed: usize = snapshot
+            .pools
+            .iter()
+            .map(|p| p.prefix_placements.len())
+            .sum();
+        telemetry
+            .placement_keys
+            .store(placed as u64, Ordering::Relaxed);
         telemetry.snapshot_version.store(version, Ordering::Relaxed);
         telemetry
             .snapshots_published
@@ -222,6 +248,7 @@ mod tests {
     use super::*;
     use crate::metrics_parse::{Engine, EngineMetrics};
     use crate::model::{DesiredEndpoint, DesiredPool};
+    use crate::placement::PlacementConfig;
     use pool_state::FailureMode;
 
     fn desired() -> DesiredState {
@@ -285,9 +312,31 @@ mod tests {
             3,
         );
         let telemetry = Telemetry::default();
-        let snapshot = obs.with(|map| build(&desired(), map, 7, &config(), &telemetry));
+        let placements = Placements::new(PlacementConfig::default(), true);
+        let state = desired();
+        let seen = |key: u64, endpoint: &str| pool_state::PrefixSeen {
+            pool: state.pools[0].name.clone(),
+            key,
+            endpoint: endpoint.into(),
+        };
+        placements.report(
+            &[seen(5, "10.0.0.2:8000"), seen(2, "10.0.0.1:8000")],
+            &state,
+        );
+        let snapshot = obs.with(|map| build(&state, map, &placements, 7, &config(), &telemetry));
         assert_eq!(snapshot.version, 7);
         let pool = &snapshot.pools[0];
+        assert!(pool.learns_prefix_placements);
+        let placed: Vec<(u64, u32)> = pool
+            .prefix_placements
+            .iter()
+            .map(|p| (p.key, p.endpoint))
+            .collect();
+        assert_eq!(
+            placed,
+            vec![(2, 0), (5, 1)],
+            "sorted, indices into endpoints"
+        );
         assert_eq!(pool.adapter_names, vec!["x", "y", "z"]);
         assert_eq!(pool.failure_mode, FailureMode::FailOpen as i32);
         let [a, b, c] = &pool.endpoints[..] else {
@@ -348,7 +397,17 @@ mod tests {
             };
             obs.record(&e.address, Ok(m), Duration::ZERO, 3);
         }
-        let snapshot = obs.with(|map| build(&state, map, 1, &config(), &Telemetry::default()));
+        let placements = Placements::new(PlacementConfig::default(), true);
+        let snapshot = obs.with(|map| {
+            build(
+                &state,
+                map,
+                &placements,
+                1,
+                &config(),
+                &Telemetry::default(),
+            )
+        });
         let bytes = snapshot.encoded_len();
         // ~40 bytes of pod name dominate; everything else is a few varints.
         assert!(bytes < 100 * 1024, "{bytes} bytes");
@@ -362,9 +421,11 @@ mod tests {
         obs.retain_addresses(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]);
         let (out_tx, mut out_rx) = watch::channel(Arc::new(Snapshot::default()));
         let telemetry = Arc::new(Telemetry::default());
+        let placements = Arc::new(Placements::new(PlacementConfig::default(), true));
         let task = tokio::spawn(run(
             desired_rx,
             obs.clone(),
+            placements.clone(),
             out_tx,
             config(),
             telemetry.clone(),
@@ -408,6 +469,19 @@ mod tests {
         // Nothing new at all: nothing is published.
         let quiet = tokio::time::timeout(Duration::from_secs(1), out_rx.changed()).await;
         assert!(quiet.is_err(), "published without a reason");
+
+        // A gateway report that places a key publishes it.
+        let seen = pool_state::PrefixSeen {
+            pool: "p".into(),
+            key: 42,
+            endpoint: "10.0.0.2:8000".into(),
+        };
+        assert_eq!(placements.report(&[seen], &desired()), 1);
+        out_rx.changed().await.unwrap();
+        let placed = out_rx.borrow_and_update().pools[0]
+            .prefix_placements
+            .clone();
+        assert_eq!((placed[0].key, placed[0].endpoint), (42, 1));
 
         let mut next = desired();
         next.pools[0].endpoints.pop();

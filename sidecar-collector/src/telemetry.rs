@@ -73,6 +73,12 @@ pub struct Telemetry {
     pub snapshot_bytes: AtomicU64,
     pub snapshot_version: AtomicU64,
     pub watch_streams: AtomicI64,
+    /// Prefix reports (keys) applied, and ignored (unknown pool or endpoint).
+    pub prefix_reports: AtomicU64,
+    pub prefix_reports_ignored: AtomicU64,
+    pub prefix_forward_errors: AtomicU64,
+    /// Keys in the last snapshot's placement tables.
+    pub placement_keys: AtomicU64,
     /// Discovery synced and every Ready endpoint scraped once.
     pub ready: AtomicBool,
 }
@@ -86,6 +92,10 @@ impl Default for Telemetry {
             snapshot_bytes: AtomicU64::new(0),
             snapshot_version: AtomicU64::new(0),
             watch_streams: AtomicI64::new(0),
+            prefix_reports: AtomicU64::new(0),
+            prefix_reports_ignored: AtomicU64::new(0),
+            prefix_forward_errors: AtomicU64::new(0),
+            placement_keys: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         }
     }

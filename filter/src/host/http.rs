@@ -5,6 +5,7 @@
 
 use std::rc::Rc;
 
+use prost::Message;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
@@ -109,6 +110,7 @@ impl GatewayHttp {
             cluster: cluster.as_deref(),
             objective: self.headers.objective.as_deref(),
             state: current.as_ref().map(|c| (c.view.as_ref(), c.age_ms)),
+            now_ms: now,
         };
         let key_prefix = &worker.config.key_prefix;
         let mut draws = Draws::for_request(&self.headers.request_id, started, self.context_id);
@@ -123,6 +125,10 @@ impl GatewayHttp {
                 let counts = read.table.counts_for(pool);
                 inflight_read = Some(read);
                 counts
+            },
+            &mut shared::EnvoyPlacement {
+                memory: &mut worker.placement.borrow_mut(),
+                key_prefix,
             },
             &mut draws,
         );
@@ -189,6 +195,9 @@ impl GatewayHttp {
             if let Some(target) = &decision.target_model {
                 self.set_header(TARGET_MODEL_HEADER, Some(target));
             }
+        }
+        if let Some(key) = decision.report_key {
+            report_prefix(worker, &decision.pool, key, &decision.endpoint);
         }
         let mut read = inflight_read.unwrap_or_else(|| {
             shared::read_inflight(inflight::shared_key(
@@ -271,6 +280,24 @@ impl GatewayHttp {
         self.worker
             .as_ref()
             .map_or(u64::MAX, |w| w.config.max_body_bytes)
+    }
+}
+
+/// Queues one affinity-key report for the lease holder to send.
+fn report_prefix(worker: &Worker, pool: &str, key: u64, endpoint: &str) {
+    let Some(queue) = worker.report_queue.get() else {
+        return;
+    };
+    let seen = pool_state::PrefixSeen {
+        pool: pool.to_owned(),
+        key,
+        endpoint: endpoint.to_owned(),
+    };
+    if let Err(status) = hostcalls::enqueue_shared_queue(queue, Some(&seen.encode_to_vec())) {
+        log(
+            LogLevel::Warn,
+            &format!("llmgw: queueing a prefix report: {status:?}"),
+        );
     }
 }
 

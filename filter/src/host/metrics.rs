@@ -33,8 +33,12 @@ impl Metrics {
     }
 
     pub fn increment(&mut self, stat: Stat<'_>) {
+        self.add(stat, 1);
+    }
+
+    pub fn add(&mut self, stat: Stat<'_>, value: i64) {
         if let Some(id) = self.id(MetricType::Counter, stat) {
-            let _ = hostcalls::increment_metric(id, 1);
+            let _ = hostcalls::increment_metric(id, value);
         }
     }
 

@@ -4,7 +4,10 @@
 //! Every worker ticks; the one holding `<prefix>.lease` keeps a gRPC Watch
 //! stream open to `collector_cluster` and copies each snapshot into shared
 //! data. A holder that dies or stalls stops renewing, and another worker takes
-//! the lease within `LEASE_TTL_MS`.
+//! the lease within `LEASE_TTL_MS`. The holder also drains the shared queue
+//! `<prefix>.prefix_reports`, where every worker's HTTP contexts put the
+//! affinity keys the collector should learn, and sends them once per tick
+//! (`ReportPrefixes`).
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -27,6 +30,9 @@ const TICK_MS: u64 = 100;
 const LEASE_TTL_MS: u64 = 800;
 const BACKOFF_MIN_MS: u64 = 100;
 const BACKOFF_MAX_MS: u64 = 2_000;
+/// Reports sent per tick at most (the rest wait for the next tick).
+const MAX_REPORTS_PER_TICK: usize = 4_096;
+const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(crate) struct GatewayRoot {
     context_id: u32,
@@ -39,6 +45,8 @@ pub(crate) struct GatewayRoot {
     last_message_ms: u64,
     next_connect_ms: u64,
     backoff_ms: u64,
+    /// The outstanding ReportPrefixes call and how many keys it carries.
+    report_call: Option<(u32, usize)>,
 }
 
 impl GatewayRoot {
@@ -52,6 +60,7 @@ impl GatewayRoot {
             last_message_ms: 0,
             next_connect_ms: 0,
             backoff_ms: BACKOFF_MIN_MS,
+            report_call: None,
         }
     }
 
@@ -160,6 +169,66 @@ impl GatewayRoot {
         }
     }
 
+    /// Sends the queued prefix reports in one ReportPrefixes call (one call
+    /// in flight at a time; reports wait in the queue meanwhile).
+    fn send_prefix_reports(&mut self) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let Some(queue) = worker.report_queue.get() else {
+            return;
+        };
+        if self.report_call.is_some() {
+            return;
+        }
+        let mut report = pool_state::PrefixReport::default();
+        while report.seen.len() < MAX_REPORTS_PER_TICK {
+            match hostcalls::dequeue_shared_queue(queue) {
+                Ok(Some(bytes)) => match pool_state::PrefixSeen::decode(bytes.as_slice()) {
+                    Ok(seen) => report.seen.push(seen),
+                    Err(e) => log(
+                        LogLevel::Warn,
+                        &format!("llmgw: dropping an undecodable prefix report: {e}"),
+                    ),
+                },
+                Ok(None) => break,
+                Err(status) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("llmgw: reading the prefix report queue: {status:?}"),
+                    );
+                    break;
+                }
+            }
+        }
+        if report.seen.is_empty() {
+            return;
+        }
+        let keys = report.seen.len();
+        match hostcalls::dispatch_grpc_call(
+            &worker.config.collector_cluster,
+            pool_state::SERVICE_NAME,
+            pool_state::REPORT_PREFIXES_METHOD,
+            vec![],
+            Some(&report.encode_to_vec()),
+            REPORT_TIMEOUT,
+        ) {
+            Ok(token) => self.report_call = Some((token, keys)),
+            Err(status) => {
+                // Dropped, not retried: each worker reports the keys again
+                // within a second while they stay unplaced.
+                worker
+                    .metrics
+                    .borrow_mut()
+                    .increment(Stat::Plain(stats::PREFIX_REPORT_ERRORS_TOTAL));
+                log(
+                    LogLevel::Warn,
+                    &format!("llmgw: sending {keys} prefix reports: {status:?}"),
+                );
+            }
+        }
+    }
+
     fn schedule_reconnect(&mut self, now: u64, why: &str) {
         self.next_connect_ms = now.saturating_add(self.backoff_ms);
         log(
@@ -207,6 +276,34 @@ impl GatewayRoot {
 }
 
 impl Context for GatewayRoot {
+    fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
+        let Some((token, keys)) = self.report_call else {
+            return;
+        };
+        if token != token_id {
+            return;
+        }
+        self.report_call = None;
+        let Some(worker) = &self.worker else { return };
+        let mut metrics = worker.metrics.borrow_mut();
+        if status_code == 0 {
+            metrics.add(
+                Stat::Plain(stats::PREFIX_REPORTS_TOTAL),
+                i64::try_from(keys).unwrap_or(i64::MAX),
+            );
+        } else {
+            metrics.increment(Stat::Plain(stats::PREFIX_REPORT_ERRORS_TOTAL));
+            let detail = hostcalls::get_grpc_status()
+                .ok()
+                .and_then(|(_, message)| message)
+                .unwrap_or_default();
+            log(
+                LogLevel::Warn,
+                &format!("llmgw: ReportPrefixes failed with gRPC status {status_code} {detail}"),
+            );
+        }
+    }
+
     fn on_grpc_stream_message(&mut self, token_id: u32, message_size: usize) {
         if self.stream != Some(token_id) {
             return;
@@ -264,7 +361,20 @@ impl RootContext for GatewayRoot {
         self.close_stream();
         self.holding = false;
         self.holder_id = Self::allocate_holder_id(&config, self.context_id);
-        self.worker = Some(Rc::new(Worker::new(config)));
+        let report_queue = match hostcalls::register_shared_queue(&config.prefix_reports_queue()) {
+            Ok(id) => Some(id),
+            Err(status) => {
+                // Routing works without it; the collector just learns nothing.
+                log(
+                    LogLevel::Warn,
+                    &format!("llmgw: cannot register the prefix report queue: {status:?}"),
+                );
+                None
+            }
+        };
+        let worker = Worker::new(config);
+        worker.report_queue.set(report_queue);
+        self.worker = Some(Rc::new(worker));
         if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(TICK_MS)) {
             log(
                 LogLevel::Error,
@@ -297,6 +407,7 @@ impl RootContext for GatewayRoot {
         if self.stream.is_none() && now >= self.next_connect_ms {
             self.connect(now);
         }
+        self.send_prefix_reports();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -5,6 +5,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::types::{LogLevel, Status};
 
 use crate::inflight::InflightTable;
+use crate::pending;
+use crate::placement::{PlacementMemory, PlacementState};
 
 use super::log;
 
@@ -118,4 +120,38 @@ pub(crate) fn read_inflight(key: String) -> InflightRead {
 pub(crate) fn increment_inflight(read: &mut InflightRead, endpoint_hash: u64) -> bool {
     let first_read = (Some(std::mem::take(&mut read.table).into_bytes()), read.cas);
     update_from(&read.key, first_read, inflight_step(endpoint_hash, true))
+}
+
+/// A worker's placement state in Envoy: its own memory first, then the
+/// Envoy-wide pending table in shared data (see `crate::pending`), which every
+/// worker's record of an unplaced group updates.
+pub(crate) struct EnvoyPlacement<'a> {
+    pub memory: &'a mut PlacementMemory,
+    pub key_prefix: &'a str,
+}
+
+impl PlacementState for EnvoyPlacement<'_> {
+    fn sent_to(&mut self, pool: &str, key: u64, now_ms: u64) -> Option<u64> {
+        self.memory.unplaced_endpoint(key).or_else(|| {
+            read(&pending::shared_key(self.key_prefix, pool, key))
+                .and_then(|bucket| pending::lookup(&bucket, key, now_ms))
+        })
+    }
+
+    fn record(
+        &mut self,
+        pool: &str,
+        key: u64,
+        endpoint_hash: u64,
+        placed: bool,
+        now_ms: u64,
+    ) -> bool {
+        let due = self.memory.record(key, endpoint_hash, placed, now_ms);
+        if due && !placed {
+            update(&pending::shared_key(self.key_prefix, pool, key), |bucket| {
+                Some(pending::insert(bucket, key, endpoint_hash, now_ms))
+            });
+        }
+        due
+    }
 }

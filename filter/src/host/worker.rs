@@ -1,12 +1,15 @@
 //! What one Envoy worker's root context shares with its HTTP contexts: the
-//! configuration, the decoded pool state (refreshed once per version), stats.
+//! configuration, the decoded pool state (refreshed once per version), stats,
+//! the placement memory and the queue that carries prefix reports to the
+//! collector-lease holder.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use proxy_wasm::types::LogLevel;
 
 use crate::config::PluginConfig;
+use crate::placement::PlacementMemory;
 use crate::scheduling::Scheduler;
 use crate::state::{SnapshotMeta, StateView};
 
@@ -17,6 +20,10 @@ pub(crate) struct Worker {
     pub config: PluginConfig,
     pub scheduler: Scheduler,
     pub metrics: RefCell<Metrics>,
+    pub placement: RefCell<PlacementMemory>,
+    /// The Envoy-wide shared queue of encoded `PrefixSeen` reports, once
+    /// registered; the lease holder's root context drains it.
+    pub report_queue: Cell<Option<u32>>,
     state: RefCell<CachedState>,
 }
 
@@ -41,6 +48,8 @@ impl Worker {
         Worker {
             scheduler: Scheduler::new(config.scheduler_config()),
             metrics: RefCell::new(Metrics::default()),
+            placement: RefCell::new(PlacementMemory::new()),
+            report_queue: Cell::new(None),
             state: RefCell::new(CachedState::default()),
             config,
         }

@@ -129,14 +129,34 @@ impl HostState {
         id
     }
 
-    /// Queues the answer to a unary call: the current snapshot for `Get`.
+    /// Queues the answer to a unary call: the current snapshot for `Get`, an
+    /// acknowledgement for `ReportPrefixes` (the test reads what was reported
+    /// from [`Collector::prefix_reports`]).
     pub(crate) fn start_unary_call(&mut self, request: OpenRequest, message: Vec<u8>) {
         let reachable = request.cluster == self.collector.cluster && self.collector.available;
+        let report = (request.service == pool_state::SERVICE_NAME
+            && request.method == pool_state::REPORT_PREFIXES_METHOD)
+            .then(|| pool_state::PrefixReport::decode(message.as_slice()));
         let event = if !reachable {
             Event::GrpcClose {
                 token: request.token,
                 status: grpc_status::UNAVAILABLE,
                 message: "upstream connect error".into(),
+            }
+        } else if let Some(report) = &report {
+            match report {
+                Ok(report) => Event::GrpcMessage {
+                    token: request.token,
+                    message: pool_state::PrefixReportAck {
+                        accepted: report.seen.len() as u32,
+                    }
+                    .encode_to_vec(),
+                },
+                Err(e) => Event::GrpcClose {
+                    token: request.token,
+                    status: 3,
+                    message: format!("undecodable PrefixReport: {e}"),
+                },
             }
         } else if request.service != pool_state::SERVICE_NAME
             || request.method != pool_state::GET_METHOD
@@ -300,5 +320,15 @@ impl Collector<'_> {
 
     pub fn unary_calls(&self) -> Vec<UnaryCall> {
         self.host.lock_state().collector.unary_calls.clone()
+    }
+
+    /// Every affinity key the VMs reported (ReportPrefixes calls), in order.
+    pub fn prefix_reports(&self) -> Vec<pool_state::PrefixSeen> {
+        self.unary_calls()
+            .iter()
+            .filter(|c| c.method == pool_state::REPORT_PREFIXES_METHOD)
+            .filter_map(|c| pool_state::PrefixReport::decode(c.message.as_slice()).ok())
+            .flat_map(|r| r.seen)
+            .collect()
     }
 }

@@ -33,6 +33,8 @@ pub fn pool(name: &str, failure_mode: FailureMode, endpoints: Vec<Endpoint>) -> 
         endpoints,
         model_rules: Vec::new(),
         objectives: Vec::new(),
+        prefix_placements: Vec::new(),
+        learns_prefix_placements: false,
     }
 }
 
