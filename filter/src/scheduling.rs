@@ -762,10 +762,7 @@ mod tests {
                 .collect(),
         );
         p.learns_prefix_placements = true;
-        p.prefix_placements = placements
-            .iter()
-            .map(|&(key, endpoint)| pool_state::PrefixPlacement { key, endpoint })
-            .collect();
+        p.prefix_placements = pool_state::placements::encode(placements);
         PoolView::from_pool(&p)
     }
 

@@ -111,9 +111,9 @@ pub struct PoolView {
     pub rules: Vec<ModelRuleView>,
     /// InferenceObjective name → priority (negative = sheddable).
     pub objectives: HashMap<String, i32>,
-    /// The collector's learned prefix placements: (affinity key, endpoint
-    /// index), sorted by key, one per key, indices in range.
-    placements: Vec<(u64, u32)>,
+    /// The collector's learned prefix placements as it sent them
+    /// (`pool_state::placements` records); empty when not well formed.
+    placements: Vec<u8>,
     /// The collector learns placements (and so wants the keys reported).
     pub learns_placements: bool,
 }
@@ -183,14 +183,13 @@ impl PoolView {
             .iter()
             .map(|o| (o.name.clone(), o.priority))
             .collect();
-        let mut placements: Vec<(u64, u32)> = pool
-            .prefix_placements
-            .iter()
-            .filter(|p| (p.endpoint as usize) < pool.endpoints.len())
-            .map(|p| (p.key, p.endpoint))
-            .collect();
-        placements.sort_unstable();
-        placements.dedup_by_key(|p| p.0);
+        // Kept as bytes and binary-searched per request: decoding thousands of
+        // records on every snapshot would cost each worker far more.
+        let placements = if pool_state::placements::well_formed(&pool.prefix_placements) {
+            pool.prefix_placements.clone()
+        } else {
+            Vec::new()
+        };
         PoolView {
             name: pool.name.clone(),
             namespace: pool.namespace.clone(),
@@ -208,13 +207,12 @@ impl PoolView {
         }
     }
 
-    /// The endpoint (index) the collector placed an affinity key on, if any.
+    /// The endpoint (index) the collector placed an affinity key on, if any
+    /// (an index out of range is ignored).
     pub fn placed_endpoint(&self, key: u64) -> Option<usize> {
-        self.placements
-            .binary_search_by_key(&key, |p| p.0)
-            .ok()
-            .and_then(|i| self.placements.get(i))
-            .map(|p| p.1 as usize)
+        pool_state::placements::lookup(&self.placements, key)
+            .map(|e| e as usize)
+            .filter(|&e| e < self.endpoints.len())
     }
 
     /// The interned id of an adapter some endpoint of this pool runs or waits

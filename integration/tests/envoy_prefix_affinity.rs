@@ -185,10 +185,8 @@ async fn a_chat_sticks_to_its_pod_across_workers_and_moves_when_the_pod_is_full(
     let placed_on = || async {
         let snapshot = collector.snapshot().await?;
         let pool = &snapshot.pools[0];
-        let mut placed: Vec<String> = pool
-            .prefix_placements
-            .iter()
-            .filter_map(|p| pool.endpoints.get(p.endpoint as usize))
+        let mut placed: Vec<String> = pool_state::placements::records(&pool.prefix_placements)
+            .filter_map(|(_, endpoint)| pool.endpoints.get(endpoint as usize))
             .map(|e| e.address.clone())
             .collect();
         placed.sort();

@@ -505,10 +505,7 @@ fn learning_pool(placements: &[(u64, u32)]) -> Pool {
         ],
     );
     p.learns_prefix_placements = true;
-    p.prefix_placements = placements
-        .iter()
-        .map(|&(key, endpoint)| pool_state::PrefixPlacement { key, endpoint })
-        .collect();
+    p.prefix_placements = pool_state::placements::encode(placements);
     p
 }
 

@@ -12,3 +12,102 @@ pub const SERVICE_NAME: &str = "llmgw.poolstate.v1.PoolState";
 pub const WATCH_METHOD: &str = "Watch";
 pub const GET_METHOD: &str = "Get";
 pub const REPORT_PREFIXES_METHOD: &str = "ReportPrefixes";
+
+/// The packed `Pool.prefix_placements` table: 12-byte records (u64 LE
+/// affinity key, u32 LE endpoint index), sorted by key, one per key.
+pub mod placements {
+    pub const RECORD: usize = 12;
+
+    /// Encodes `(key, endpoint index)` pairs; sorts them and keeps the first
+    /// of equal keys.
+    pub fn encode(pairs: &[(u64, u32)]) -> Vec<u8> {
+        let mut sorted = pairs.to_vec();
+        sorted.sort_by_key(|p| p.0);
+        sorted.dedup_by_key(|p| p.0);
+        let mut out = Vec::with_capacity(sorted.len() * RECORD);
+        for (key, endpoint) in sorted {
+            out.extend_from_slice(&key.to_le_bytes());
+            out.extend_from_slice(&endpoint.to_le_bytes());
+        }
+        out
+    }
+
+    /// The records of a table; a trailing partial record is ignored.
+    pub fn records(table: &[u8]) -> impl Iterator<Item = (u64, u32)> + '_ {
+        table.chunks_exact(RECORD).map(|r| {
+            let mut record = [0u8; RECORD];
+            record.copy_from_slice(r);
+            let [k0, k1, k2, k3, k4, k5, k6, k7, e0, e1, e2, e3] = record;
+            (
+                u64::from_le_bytes([k0, k1, k2, k3, k4, k5, k6, k7]),
+                u32::from_le_bytes([e0, e1, e2, e3]),
+            )
+        })
+    }
+
+    /// Whether `table` is whole records sorted by strictly increasing key (a
+    /// table a reader may binary-search).
+    pub fn well_formed(table: &[u8]) -> bool {
+        table.len().is_multiple_of(RECORD) && {
+            let mut keys = records(table).map(|r| r.0);
+            let mut previous = keys.next();
+            keys.all(|k| {
+                let ok = previous.is_none_or(|p| p < k);
+                previous = Some(k);
+                ok
+            })
+        }
+    }
+
+    /// The endpoint index of `key` in a well-formed table.
+    pub fn lookup(table: &[u8], key: u64) -> Option<u32> {
+        let n = table.len() / RECORD;
+        let key_at = |i: usize| {
+            table
+                .get(i * RECORD..(i + 1) * RECORD)
+                .and_then(|r| records(r).next())
+        };
+        let (mut lo, mut hi) = (0usize, n);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (k, endpoint) = key_at(mid)?;
+            match k.cmp(&key) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(endpoint),
+            }
+        }
+        None
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn encodes_sorted_unique_records_and_finds_them() {
+            let table = encode(&[(9, 1), (3, 0), (9, 7), (u64::MAX, 2)]);
+            assert_eq!(table.len(), 3 * RECORD);
+            assert!(well_formed(&table));
+            assert_eq!(
+                records(&table).collect::<Vec<_>>(),
+                vec![(3, 0), (9, 1), (u64::MAX, 2)]
+            );
+            assert_eq!(lookup(&table, 9), Some(1));
+            assert_eq!(lookup(&table, u64::MAX), Some(2));
+            assert_eq!(lookup(&table, 4), None);
+            assert_eq!(lookup(&[], 4), None);
+        }
+
+        #[test]
+        fn unsorted_or_torn_tables_are_not_well_formed() {
+            let mut torn = encode(&[(1, 0)]);
+            torn.push(0);
+            assert!(!well_formed(&torn));
+            let mut unsorted = encode(&[(2, 0)]);
+            unsorted.extend_from_slice(&encode(&[(1, 0)]));
+            assert!(!well_formed(&unsorted));
+            assert!(well_formed(&[]));
+        }
+    }
+}

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use pool_state::{PrefixPlacement, PrefixSeen};
+use pool_state::PrefixSeen;
 use tokio::sync::Notify;
 
 use crate::model::{DesiredPool, DesiredState};
@@ -132,25 +132,21 @@ impl PrefixPlacements {
         !gone.is_empty()
     }
 
-    /// The table as the snapshot carries it: sorted by key, endpoint as an
-    /// index into `endpoints`; keys of endpoints not listed are left out.
-    pub fn table(&self, endpoints: &[&str]) -> Vec<PrefixPlacement> {
+    /// The table as the snapshot carries it (`pool_state::placements`): key
+    /// and endpoint index into `endpoints`; keys of endpoints not listed are
+    /// left out.
+    pub fn table(&self, endpoints: &[&str]) -> Vec<u8> {
         let index: HashMap<&str, u32> = endpoints
             .iter()
             .enumerate()
             .filter_map(|(i, &a)| u32::try_from(i).ok().map(|i| (a, i)))
             .collect();
-        let mut table: Vec<PrefixPlacement> = self
+        let pairs: Vec<(u64, u32)> = self
             .keys
             .iter()
-            .filter_map(|(&key, p)| {
-                index
-                    .get(p.endpoint.as_str())
-                    .map(|&endpoint| PrefixPlacement { key, endpoint })
-            })
+            .filter_map(|(&key, p)| index.get(p.endpoint.as_str()).map(|&e| (key, e)))
             .collect();
-        table.sort_unstable_by_key(|p| p.key);
-        table
+        pool_state::placements::encode(&pairs)
     }
 
     fn keys_on(&self, endpoint: &str) -> usize {
@@ -274,7 +270,7 @@ impl Placements {
 
     /// The pool's table for a snapshot, after dropping expired keys and keys
     /// of endpoints no longer in the pool.
-    pub fn table(&self, pool: &DesiredPool) -> Vec<PrefixPlacement> {
+    pub fn table(&self, pool: &DesiredPool) -> Vec<u8> {
         if !self.enabled {
             return Vec::new();
         }
@@ -386,11 +382,11 @@ mod tests {
         p.observe(9, "c:1", &PODS, 0);
         p.observe(3, "a:1", &PODS, 0);
         let table = p.table(&["c:1", "a:1"]);
-        let pairs: Vec<(u64, u32)> = table.iter().map(|t| (t.key, t.endpoint)).collect();
+        let pairs: Vec<(u64, u32)> = pool_state::placements::records(&table).collect();
         assert_eq!(pairs, vec![(3, 1), (9, 0)]);
         assert_eq!(
             p.table(&["z:1"]),
-            vec![],
+            Vec::<u8>::new(),
             "keys of unlisted endpoints are left out"
         );
     }
@@ -440,7 +436,7 @@ mod tests {
         assert!(placements.take_changed());
         assert!(!placements.take_changed());
         let table = placements.table(&state.pools[0]);
-        assert_eq!((table[0].key, table[0].endpoint), (1, 0));
+        assert_eq!(pool_state::placements::lookup(&table, 1), Some(0));
     }
 
     #[test]
@@ -449,8 +445,11 @@ mod tests {
         let state = desired();
         assert_eq!(placements.report(&[seen("pool", 7, "b:1")], &state), 1);
         let table = placements.table(&state.pools[0]);
-        assert_eq!(table.len(), 1);
-        assert_eq!(table[0].endpoint, 0, "a:1, the ready one");
+        assert_eq!(
+            pool_state::placements::records(&table).collect::<Vec<_>>(),
+            vec![(7, 0)],
+            "a:1, the ready one"
+        );
     }
 
     #[test]

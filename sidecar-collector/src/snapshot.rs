@@ -225,7 +225,7 @@ pub async fn run(
         let placed: usize = snapshot
             .pools
             .iter()
-            .map(|p| p.prefix_placements.len())
+            .map(|p| p.prefix_placements.len() / pool_state::placements::RECORD)
             .sum();
         telemetry
             .placement_keys
@@ -327,11 +327,8 @@ mod tests {
         assert_eq!(snapshot.version, 7);
         let pool = &snapshot.pools[0];
         assert!(pool.learns_prefix_placements);
-        let placed: Vec<(u64, u32)> = pool
-            .prefix_placements
-            .iter()
-            .map(|p| (p.key, p.endpoint))
-            .collect();
+        let placed: Vec<(u64, u32)> =
+            pool_state::placements::records(&pool.prefix_placements).collect();
         assert_eq!(
             placed,
             vec![(2, 0), (5, 1)],
@@ -481,7 +478,7 @@ mod tests {
         let placed = out_rx.borrow_and_update().pools[0]
             .prefix_placements
             .clone();
-        assert_eq!((placed[0].key, placed[0].endpoint), (42, 1));
+        assert_eq!(pool_state::placements::lookup(&placed, 42), Some(1));
 
         let mut next = desired();
         next.pools[0].endpoints.pop();

@@ -161,8 +161,8 @@ fn deploy_rbac_grants_every_watched_kind() {
         parse_documents(&std::fs::read_to_string(deploy.join("collector.yaml")).unwrap()).unwrap();
     let deployment = collector
         .iter()
-        .find(|d| d["kind"] == "Deployment")
-        .expect("a Deployment");
+        .find(|d| d["kind"] == "StatefulSet")
+        .expect("a StatefulSet");
     let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
         .as_array()
         .unwrap();

@@ -98,10 +98,8 @@ async fn wait_for_pool(
 }
 
 fn placed_on(pool: &Pool, key: u64) -> Option<&str> {
-    pool.prefix_placements
-        .iter()
-        .find(|p| p.key == key)
-        .and_then(|p| pool.endpoints.get(p.endpoint as usize))
+    pool_state::placements::lookup(&pool.prefix_placements, key)
+        .and_then(|endpoint| pool.endpoints.get(endpoint as usize))
         .map(|e| e.address.as_str())
 }
 
@@ -149,7 +147,11 @@ async fn a_report_to_one_replica_places_the_key_on_both() {
         let pool = wait_for_pool(c, "key 42 placed", |p| placed_on(p, 42).is_some()).await;
         assert!(pool.learns_prefix_placements, "{name}");
         assert_eq!(placed_on(&pool, 42), Some(pods[1].as_str()), "{name}");
-        assert_eq!(pool.prefix_placements.len(), 1, "{name}");
+        assert_eq!(
+            pool.prefix_placements.len(),
+            pool_state::placements::RECORD,
+            "{name}: one key"
+        );
     }
 
     let too_many = PrefixReport {

@@ -17,10 +17,13 @@ use integration::wasm_host::{gateway_filter_path, FilterModule, HeaderMap, Host,
 const ENDPOINTS: [usize; 3] = [8, 64, 1024];
 /// (size, label, chat?): completions bodies, and a multi-turn chat (the
 /// prefix-affinity case: `messages` are hashed).
-const BODIES: [(usize, &str, bool); 3] = [
-    (1024, "1 KB", false),
-    (200 * 1024, "200 KB", false),
-    (200 * 1024, "200 KB chat", true),
+/// (body bytes, label, chat, prefix groups the collector has placed: 0 = a
+/// collector that does not learn placements).
+const BODIES: [(usize, &str, bool, usize); 4] = [
+    (1024, "1 KB", false, 0),
+    (200 * 1024, "200 KB", false, 0),
+    (200 * 1024, "200 KB chat", true, 0),
+    (200 * 1024, "200 KB chat, 4,096 placed groups", true, 4096),
 ];
 const WARMUP: usize = 5;
 
@@ -70,19 +73,49 @@ fn one_exchange(worker: &Worker, path: &str, body: &[u8]) -> anyhow::Result<(u64
     Ok((request_fuel, exchange.fuel, started.elapsed()))
 }
 
+/// Learns the request's affinity key the way the collector does (from the
+/// filter's report) and publishes a table of `groups` placements holding it.
+fn place_groups(
+    host: &Host,
+    worker: &Worker,
+    endpoints: usize,
+    groups: usize,
+    path: &str,
+    body: &[u8],
+) -> anyhow::Result<()> {
+    one_exchange(worker, path, body)?;
+    host.advance(Duration::from_millis(100))?;
+    let reports = host.collector().prefix_reports();
+    let key = reports
+        .first()
+        .context("the filter reported no affinity key")?
+        .key;
+    let mut pool = pool_of_size("pool-a", endpoints);
+    pool.learns_prefix_placements = true;
+    let mut filler = key;
+    let pairs: Vec<(u64, u32)> = (0..groups)
+        .map(|i| {
+            filler = filler.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+            (if i == 0 { key } else { filler }, (i % endpoints) as u32)
+        })
+        .collect();
+    pool.prefix_placements = pool_state::placements::encode(&pairs);
+    host.collector().push(&snapshot(2, vec![pool]))?;
+    Ok(())
+}
+
 fn measure(
     module: &FilterModule,
     endpoints: usize,
-    body_size: usize,
-    chat: bool,
+    (body_size, chat, groups): (usize, bool, usize),
     requests: usize,
 ) -> anyhow::Result<(u64, u64, u64, Duration, usize)> {
     let host = Host::new();
     let worker = host.start_worker(module, "{}")?;
     host.advance(Duration::from_millis(100))?;
-    let delivered = host
-        .collector()
-        .push(&snapshot(1, vec![pool_of_size("pool-a", endpoints)]))?;
+    let mut pool = pool_of_size("pool-a", endpoints);
+    pool.learns_prefix_placements = groups > 0;
+    let delivered = host.collector().push(&snapshot(1, vec![pool]))?;
     anyhow::ensure!(delivered == 1, "no worker holds the collector stream");
     let path = if chat {
         "/v1/chat/completions"
@@ -94,6 +127,9 @@ fn measure(
     } else {
         completion_body("base", body_size)
     };
+    if groups > 0 {
+        place_groups(&host, &worker, endpoints, groups, path, &body)?;
+    }
     // The first request after a new snapshot version also decodes it.
     let (first, _, _) = one_exchange(&worker, path, &body)?;
     for _ in 0..WARMUP {
@@ -149,9 +185,9 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows = Vec::new();
     for endpoints in ENDPOINTS {
-        for (body_size, body, chat) in BODIES {
+        for (body_size, body, chat, groups) in BODIES {
             let (first, request, exchange, time, memory) =
-                measure(&module, endpoints, body_size, chat, requests)
+                measure(&module, endpoints, (body_size, chat, groups), requests)
                     .with_context(|| format!("{endpoints} endpoints, {body} body"))?;
             rows.push(Row {
                 endpoints,
