@@ -71,7 +71,7 @@ bench-wasm: wasm
 
 bench-overhead: wasm
 	@./scripts/build-wasm.sh floor-filter
-	$(CARGO) build --release -p integration --bins
+	$(CARGO) build --release -p integration -p sidecar-collector --bins
 	@./scripts/bench-overhead.sh
 
 bench-e2e: build

@@ -17,13 +17,35 @@ use integration::wasm_host::{gateway_filter_path, FilterModule, HeaderMap, Host,
 const ENDPOINTS: [usize; 3] = [8, 64, 1024];
 /// (size, label, chat?): completions bodies, and a multi-turn chat (the
 /// prefix-affinity case: `messages` are hashed).
-/// (body bytes, label, chat, prefix groups the collector has placed: 0 = a
-/// collector that does not learn placements).
-const BODIES: [(usize, &str, bool, usize); 4] = [
-    (1024, "1 KB", false, 0),
-    (200 * 1024, "200 KB", false, 0),
-    (200 * 1024, "200 KB chat", true, 0),
-    (200 * 1024, "200 KB chat, 4,096 placed groups", true, 4096),
+/// How the collector treats the requests' prefix groups.
+#[derive(Clone, Copy, PartialEq)]
+enum Groups {
+    /// It does not learn placements (rendezvous hashing, no reports).
+    NotLearned,
+    /// It has placed the request's group among this many.
+    Placed(usize),
+    /// Every request starts a new group (unique prompts): each one is
+    /// unplaced, looked up in the pending table, recorded there and reported.
+    EveryRequestNew,
+}
+
+/// (body bytes, label, chat, groups).
+const BODIES: [(usize, &str, bool, Groups); 5] = [
+    (1024, "1 KB", false, Groups::NotLearned),
+    (200 * 1024, "200 KB", false, Groups::NotLearned),
+    (200 * 1024, "200 KB chat", true, Groups::NotLearned),
+    (
+        200 * 1024,
+        "200 KB chat, 4,096 placed groups",
+        true,
+        Groups::Placed(4096),
+    ),
+    (
+        1024,
+        "1 KB, a new group per request",
+        false,
+        Groups::EveryRequestNew,
+    ),
 ];
 const WARMUP: usize = 5;
 
@@ -104,17 +126,30 @@ fn place_groups(
     Ok(())
 }
 
+/// `body` with its first prompt bytes replaced by `n` in decimal: the same
+/// size, a different affinity key per `n`.
+fn with_unique_prompt(body: &[u8], n: usize) -> Vec<u8> {
+    let mut body = body.to_vec();
+    let marker = b"\"prompt\":\"";
+    if let Some(at) = body.windows(marker.len()).position(|w| w == marker) {
+        let digits = format!("{n:08}");
+        let start = at + marker.len();
+        body[start..start + digits.len()].copy_from_slice(digits.as_bytes());
+    }
+    body
+}
+
 fn measure(
     module: &FilterModule,
     endpoints: usize,
-    (body_size, chat, groups): (usize, bool, usize),
+    (body_size, chat, groups): (usize, bool, Groups),
     requests: usize,
 ) -> anyhow::Result<(u64, u64, u64, Duration, usize)> {
     let host = Host::new();
     let worker = host.start_worker(module, "{}")?;
     host.advance(Duration::from_millis(100))?;
     let mut pool = pool_of_size("pool-a", endpoints);
-    pool.learns_prefix_placements = groups > 0;
+    pool.learns_prefix_placements = groups != Groups::NotLearned;
     let delivered = host.collector().push(&snapshot(1, vec![pool]))?;
     anyhow::ensure!(delivered == 1, "no worker holds the collector stream");
     let path = if chat {
@@ -127,19 +162,28 @@ fn measure(
     } else {
         completion_body("base", body_size)
     };
-    if groups > 0 {
+    if let Groups::Placed(groups) = groups {
         place_groups(&host, &worker, endpoints, groups, path, &body)?;
     }
+    let mut sent = 0;
+    let mut next_body = || {
+        sent += 1;
+        if groups == Groups::EveryRequestNew {
+            with_unique_prompt(&body, sent)
+        } else {
+            body.clone()
+        }
+    };
     // The first request after a new snapshot version also decodes it.
-    let (first, _, _) = one_exchange(&worker, path, &body)?;
+    let (first, _, _) = one_exchange(&worker, path, &next_body())?;
     for _ in 0..WARMUP {
-        one_exchange(&worker, path, &body)?;
+        one_exchange(&worker, path, &next_body())?;
     }
     let mut request_fuel = Vec::with_capacity(requests);
     let mut exchange_fuel = Vec::with_capacity(requests);
     let mut times = Vec::with_capacity(requests);
     for _ in 0..requests {
-        let (request, exchange, time) = one_exchange(&worker, path, &body)?;
+        let (request, exchange, time) = one_exchange(&worker, path, &next_body())?;
         request_fuel.push(request);
         exchange_fuel.push(exchange);
         times.push(time);

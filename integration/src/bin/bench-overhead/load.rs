@@ -15,11 +15,14 @@ pub struct Round {
     pub wall: Duration,
 }
 
-/// Sends `requests` POSTs of `body` to `url` with `headers_for(i)`.
+/// The body of request `i`.
+pub type BodyFor = Arc<dyn Fn(usize) -> Bytes + Send + Sync>;
+
+/// Sends `requests` POSTs of `body_for(i)` to `url` with `headers_for(i)`.
 pub async fn round(
     client: &HttpClient,
     url: &str,
-    body: Bytes,
+    body_for: BodyFor,
     requests: usize,
     concurrency: usize,
     headers_for: Arc<dyn Fn(usize) -> Vec<(String, String)> + Send + Sync>,
@@ -28,10 +31,10 @@ pub async fn round(
     let started = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
-        let (client, url, body, next, headers_for) = (
+        let (client, url, body_for, next, headers_for) = (
             client.clone(),
             url.to_string(),
-            body.clone(),
+            body_for.clone(),
             next.clone(),
             headers_for.clone(),
         );
@@ -48,7 +51,8 @@ pub async fn round(
                     .map(|(n, v)| (n.as_str(), v.as_str()))
                     .collect();
                 let sent = Instant::now();
-                let reply = client.post(&url, &headers, body.clone()).await?;
+                let body = body_for(i);
+                let reply = client.post(&url, &headers, body).await?;
                 latencies.push(sent.elapsed());
                 ensure!(
                     reply.status == 200,

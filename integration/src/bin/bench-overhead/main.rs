@@ -55,6 +55,10 @@ struct Args {
     /// Request body sizes in bytes.
     #[arg(long, value_delimiter = ',', default_value = "1024,204800")]
     sizes: Vec<usize>,
+    /// Give every request its own prompt (a new prefix group each: the
+    /// filter's most expensive learned-placement path) instead of one prompt.
+    #[arg(long)]
+    unique_prompts: bool,
     /// Rounds per arm and size (the arms alternate round by round).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -260,6 +264,17 @@ async fn run(args: &Args) -> Result<()> {
     let mut summary = Vec::new();
     for &size in &args.sizes {
         let body = body_of_size(size);
+        let unique = args.unique_prompts;
+        // Numbered across rounds and arms, so no prompt is ever sent twice.
+        let sent = Arc::new(std::sync::atomic::AtomicUsize::new(size << 32));
+        let body_for: load::BodyFor = Arc::new(move |_| {
+            if unique {
+                let n = sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                with_unique_prompt(&body, n)
+            } else {
+                body.clone()
+            }
+        });
         for arm in arms.iter_mut() {
             arm.rounds.clear();
             arm.envoy_cpu = Duration::ZERO;
@@ -267,7 +282,7 @@ async fn run(args: &Args) -> Result<()> {
             load::round(
                 &client,
                 &arm.url,
-                body.clone(),
+                body_for.clone(),
                 200,
                 args.concurrency,
                 arm.headers_for.clone(),
@@ -293,7 +308,7 @@ async fn run(args: &Args) -> Result<()> {
                 let round = load::round(
                     &client,
                     &arm.url,
-                    body.clone(),
+                    body_for.clone(),
                     args.requests,
                     args.concurrency,
                     arm.headers_for.clone(),
@@ -363,6 +378,21 @@ async fn run(args: &Args) -> Result<()> {
     }
     drop(arms);
     Ok(())
+}
+
+/// `body` with its prompt's first bytes replaced by `i` in decimal (same size,
+/// its own prefix group).
+fn with_unique_prompt(body: &Bytes, i: usize) -> Bytes {
+    let marker = br#""prompt":""#;
+    let mut out = body.to_vec();
+    if let Some(at) = out.windows(marker.len()).position(|w| w == marker) {
+        let digits = format!("{i:012}");
+        let start = at + marker.len();
+        if let Some(slot) = out.get_mut(start..start + digits.len()) {
+            slot.copy_from_slice(digits.as_bytes());
+        }
+    }
+    Bytes::from(out)
 }
 
 /// A completion request of exactly `size` bytes (the prompt pads it).
