@@ -110,6 +110,11 @@ pub struct Collector {
 }
 
 impl Collector {
+    /// The collector process id (for CPU accounting).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     /// Starts the collector over `manifest_dir` and waits for `/readyz`.
     pub async fn start(
         manifest_dir: &Path,

@@ -124,6 +124,9 @@ struct Arm {
     rounds: Vec<Round>,
     /// Envoy CPU time used during this arm's rounds.
     envoy_cpu: Duration,
+    /// The (shared) collector's CPU time during this arm's rounds: its
+    /// scraping, plus the prefix reports this arm's filter sends.
+    collector_cpu: Duration,
 }
 
 async fn run(args: &Args) -> Result<()> {
@@ -233,6 +236,7 @@ async fn run(args: &Args) -> Result<()> {
             envoy,
             rounds: Vec::new(),
             envoy_cpu: Duration::ZERO,
+            collector_cpu: Duration::ZERO,
         });
     }
 
@@ -259,8 +263,8 @@ async fn run(args: &Args) -> Result<()> {
         "bench-overhead: {} rounds x {} requests per arm and size, concurrency {}, 2 upstream pods, Envoy --concurrency 2",
         args.rounds, args.requests, args.concurrency
     );
-    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput | Envoy CPU / request |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
+    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput | Envoy CPU / request | collector CPU / request |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut summary = Vec::new();
     for &size in &args.sizes {
         let body = body_of_size(size);
@@ -278,6 +282,7 @@ async fn run(args: &Args) -> Result<()> {
         for arm in arms.iter_mut() {
             arm.rounds.clear();
             arm.envoy_cpu = Duration::ZERO;
+            arm.collector_cpu = Duration::ZERO;
             // Warm-up: connections, the filter's VMs, caches.
             load::round(
                 &client,
@@ -305,6 +310,7 @@ async fn run(args: &Args) -> Result<()> {
             for index in order {
                 let arm = &mut arms[index];
                 let cpu_before = cpu::process_cpu(arm.envoy.pid())?;
+                let collector_before = cpu::process_cpu(collector.pid())?;
                 let round = load::round(
                     &client,
                     &arm.url,
@@ -315,6 +321,8 @@ async fn run(args: &Args) -> Result<()> {
                 )
                 .await?;
                 arm.envoy_cpu += cpu::process_cpu(arm.envoy.pid())?.saturating_sub(cpu_before);
+                arm.collector_cpu +=
+                    cpu::process_cpu(collector.pid())?.saturating_sub(collector_before);
                 arm.rounds.push(round);
             }
         }
@@ -335,8 +343,9 @@ async fn run(args: &Args) -> Result<()> {
             );
             let mean = all.iter().sum::<Duration>() / all.len().max(1) as u32;
             let cpu_us = arm.envoy_cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
+            let collector_us = arm.collector_cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
             println!(
-                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s | {:.1} µs |",
+                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s | {:.1} µs | {:.1} µs |",
                 human_size(size),
                 arm.name,
                 all.len(),
@@ -345,7 +354,8 @@ async fn run(args: &Args) -> Result<()> {
                 ms(p99),
                 ms(mean),
                 rps,
-                cpu_us
+                cpu_us,
+                collector_us
             );
             stats.push((arm.name.clone(), median, p99, rps, cpu_us));
         }
