@@ -4,10 +4,10 @@
 //! Every worker ticks; the one holding `<prefix>.lease` keeps a gRPC Watch
 //! stream open to `collector_cluster` and copies each snapshot into shared
 //! data. A holder that dies or stalls stops renewing, and another worker takes
-//! the lease within `LEASE_TTL_MS`. The holder also drains the shared queue
-//! `<prefix>.prefix_reports`, where every worker's HTTP contexts put the
-//! affinity keys the collector should learn, and sends them once per tick
-//! (`ReportPrefixes`).
+//! the lease within `LEASE_TTL_MS`. Every worker also drains the shared queue
+//! `<prefix>.prefix_reports` on its tick, where all workers' HTTP contexts put
+//! the affinity keys the collector should learn, and sends what it took in one
+//! `ReportPrefixes` call.
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -394,6 +394,9 @@ impl RootContext for GatewayRoot {
     fn on_tick(&mut self) {
         let now = now_ms();
         self.renew_lease(now);
+        // Every worker drains the report queue, so it never waits on (or grows
+        // without) a lease holder; one tick's reports still go in one call.
+        self.send_prefix_reports();
         if !self.holding {
             return;
         }
@@ -407,7 +410,6 @@ impl RootContext for GatewayRoot {
         if self.stream.is_none() && now >= self.next_connect_ms {
             self.connect(now);
         }
-        self.send_prefix_reports();
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -1,7 +1,7 @@
 //! What one Envoy worker's root context shares with its HTTP contexts: the
 //! configuration, the decoded pool state (refreshed once per version), stats,
 //! the placement memory and the queue that carries prefix reports to the
-//! collector-lease holder.
+//! root contexts (every worker drains it on its tick).
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -22,7 +22,7 @@ pub(crate) struct Worker {
     pub metrics: RefCell<Metrics>,
     pub placement: RefCell<PlacementMemory>,
     /// The Envoy-wide shared queue of encoded `PrefixSeen` reports, once
-    /// registered; the lease holder's root context drains it.
+    /// registered; every worker's root context drains it on its tick.
     pub report_queue: Cell<Option<u32>>,
     state: RefCell<CachedState>,
 }
