@@ -277,44 +277,12 @@ impl Scheduler {
                 candidates.iter().map(|c| c.inflight),
             );
         }
-        let mut owner = None;
-        let mut learning = None;
-        if w.prefix > 0.0 {
-            if let Some(key) = request.affinity_key {
-                let learned = self.config.prefix.learned_placement && pool.learns_placements;
-                let placed = learned.then(|| pool.placed_endpoint(key)).flatten();
-                let (preferred, rule) = match placed {
-                    Some(e) => (
-                        candidates.iter().position(|c| c.index == e),
-                        OwnerRule::Rendezvous,
-                    ),
-                    None if learned => (
-                        request.sent_to.and_then(|h| {
-                            candidates.iter().position(|c| c.endpoint.address_hash == h)
-                        }),
-                        OwnerRule::Learning,
-                    ),
-                    None => (None, OwnerRule::Rendezvous),
-                };
-                if learned {
-                    learning = Some(PlacementLearning {
-                        key,
-                        placed: placed.is_some(),
-                    });
-                }
-                let loads: Vec<CandidateLoad> = candidates
-                    .iter()
-                    .map(|c| CandidateLoad {
-                        endpoint_hash: c.endpoint.address_hash,
-                        queue: f64::from(affinity_queue(c.endpoint, c.inflight)),
-                        saturated: c.saturated,
-                    })
-                    .collect();
-                owner = prefix::affinity_owner(key, &loads, preferred, rule, &self.config.prefix);
-                if let Some(s) = owner.and_then(|i| scores.get_mut(i)) {
-                    *s += w.prefix;
-                }
-            }
+        let (owner, learning) = match request.affinity_key {
+            Some(key) if w.prefix > 0.0 => self.prefix_owner(pool, request, key, &candidates),
+            _ => (None, None),
+        };
+        if let Some(s) = owner.and_then(|i| scores.get_mut(i)) {
+            *s += w.prefix;
         }
 
         let winner = pick_max(&scores, rand).unwrap_or(0);
@@ -327,6 +295,46 @@ impl Scheduler {
             candidates: candidates.len(),
             metrics_fresh,
         })
+    }
+
+    /// The candidate (index) owning the request's affinity `key`, and the
+    /// request's part in learned placement when the pool's collector learns.
+    fn prefix_owner(
+        &self,
+        pool: &PoolView,
+        request: &RequestFeatures,
+        key: u64,
+        candidates: &[Candidate],
+    ) -> (Option<usize>, Option<PlacementLearning>) {
+        let learned = self.config.prefix.learned_placement && pool.learns_placements;
+        let placed = learned.then(|| pool.placed_endpoint(key)).flatten();
+        let (preferred, rule) = match placed {
+            Some(e) => (
+                candidates.iter().position(|c| c.index == e),
+                OwnerRule::Rendezvous,
+            ),
+            None if learned => (
+                request
+                    .sent_to
+                    .and_then(|h| candidates.iter().position(|c| c.endpoint.address_hash == h)),
+                OwnerRule::Learning,
+            ),
+            None => (None, OwnerRule::Rendezvous),
+        };
+        let loads: Vec<CandidateLoad> = candidates
+            .iter()
+            .map(|c| CandidateLoad {
+                endpoint_hash: c.endpoint.address_hash,
+                queue: f64::from(affinity_queue(c.endpoint, c.inflight)),
+                saturated: c.saturated,
+            })
+            .collect();
+        let owner = prefix::affinity_owner(key, &loads, preferred, rule, &self.config.prefix);
+        let learning = learned.then_some(PlacementLearning {
+            key,
+            placed: placed.is_some(),
+        });
+        (owner, learning)
     }
 
     /// FailOpen with no usable state: the last known endpoints, ignoring their
