@@ -54,16 +54,16 @@ pub fn pod_addresses(pods: usize) -> Vec<String> {
     (0..pods).map(pod_address).collect()
 }
 
-/// Builds the pool message from one scrape of every pod and the collector's
-/// prefix placements. `metrics_age_ms` is the age of the scraped values when
-/// the snapshot is published.
+/// Builds the pool message from one scrape of every pod (`stats[i]` is the
+/// pod at `addresses[i]`) and the collector's prefix placements.
+/// `metrics_age_ms` is the age of the scraped values when the snapshot is
+/// published.
 pub fn pool_from_scrape(
     stats: &[EngineStats],
+    addresses: &[&str],
     metrics_age_ms: u32,
     placements: &PrefixPlacements,
 ) -> Pool {
-    let addresses = pod_addresses(stats.len());
-    let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
     let mut adapter_names: Vec<String> = Vec::new();
     let mut interned: HashMap<String, u32> = HashMap::new();
     let mut intern = |name: &str| -> u32 {
@@ -77,9 +77,10 @@ pub fn pool_from_scrape(
     };
     let endpoints = stats
         .iter()
+        .zip(addresses)
         .enumerate()
-        .map(|(i, s)| Endpoint {
-            address: addresses[i].clone(),
+        .map(|(i, (s, address))| Endpoint {
+            address: address.to_string(),
             pod: format!("pod-{i}"),
             ready: true,
             metrics_age_ms,
@@ -102,7 +103,7 @@ pub fn pool_from_scrape(
         endpoints,
         model_rules: Vec::new(),
         objectives: Vec::new(),
-        prefix_placements: placements.table(&address_refs),
+        prefix_placements: placements.table(addresses),
         learns_prefix_placements: true,
     }
 }

@@ -137,9 +137,8 @@ impl Policy for OursPicker {
             parsed.prompt(body.as_bytes()),
             &self.scheduler.config().prefix,
         );
-        features.sent_to = features
-            .affinity_key
-            .and_then(|key| self.memory.unplaced_endpoint(key));
+        self.scheduler
+            .follow_unplaced(view, &mut features, &mut self.memory, input.now_ms);
         let pick = self
             .scheduler
             .pick(
@@ -151,13 +150,9 @@ impl Policy for OursPicker {
             )
             .map_err(|e| anyhow::anyhow!("the filter found no endpoint: {}", e.reason()))?;
         let endpoint_hash = view.endpoints[pick.endpoint].address_hash;
-        self.report = pick
-            .learning
-            .filter(|l| {
-                self.memory
-                    .record(l.key, endpoint_hash, l.placed, input.now_ms)
-            })
-            .map(|l| l.key);
+        self.report =
+            self.scheduler
+                .record_pick(view, &pick, endpoint_hash, &mut self.memory, input.now_ms);
         Ok(pick.endpoint)
     }
 

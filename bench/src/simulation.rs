@@ -194,6 +194,7 @@ pub fn run(
     let address_refs: Vec<&str> = addresses.iter().map(String::as_str).collect();
     let initial = Arc::new(pool_from_scrape(
         &pods.iter().map(|p| p.engine.stats()).collect::<Vec<_>>(),
+        &address_refs,
         0,
         &placements,
     ));
@@ -351,7 +352,7 @@ pub fn run(
                 let stats: Vec<_> = pods.iter().map(|p| p.engine.stats()).collect();
                 let age_ms = (timing.publish_delay_s * 1000.0).round() as u32;
                 placements.expire(&address_refs, (now * 1000.0) as u64);
-                let pool = Arc::new(pool_from_scrape(&stats, age_ms, &placements));
+                let pool = Arc::new(pool_from_scrape(&stats, &address_refs, age_ms, &placements));
                 let version = next_version;
                 next_version += 1;
                 let generated_s = now + timing.publish_delay_s;

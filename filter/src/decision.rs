@@ -163,9 +163,7 @@ pub fn decide(
             prompt,
             &scheduler.config().prefix,
         );
-        features.sent_to = features
-            .affinity_key
-            .and_then(|key| placement.sent_to(pool_name, key, ctx.now_ms));
+        scheduler.follow_unplaced(pool, &mut features, placement, ctx.now_ms);
         (
             scheduler.pick(pool, &features, &counts, age_ms, draws.next_u64()),
             false,
@@ -191,10 +189,7 @@ pub fn decide(
             )
         })?;
 
-    let report_key = pick
-        .learning
-        .filter(|l| placement.record(pool_name, l.key, endpoint_hash, l.placed, ctx.now_ms))
-        .map(|l| l.key);
+    let report_key = scheduler.record_pick(pool, &pick, endpoint_hash, placement, ctx.now_ms);
 
     let new_body = match (&parsed, body, &choice) {
         (Some(p), Some(b), Some(c)) if c.rewritten(&p.model) => {

@@ -8,6 +8,7 @@
 
 use serde::Deserialize;
 
+use crate::placement::PlacementState;
 use crate::prefix::{self, CandidateLoad, OwnerRule, PrefixConfig};
 use crate::priority::SaturationThresholds;
 use crate::state::{EndpointView, PoolView};
@@ -94,8 +95,8 @@ pub struct RequestFeatures {
     /// The prompt's affinity key ([`prefix::affinity_key`]); `None` for
     /// prompts shorter than one block.
     pub affinity_key: Option<u64>,
-    /// Where this worker sent the key while the collector has not placed it
-    /// (`placement::PlacementMemory::unplaced_endpoint`), as an address hash.
+    /// Where this Envoy sent the key while the collector has not placed it,
+    /// as an address hash ([`Scheduler::follow_unplaced`] sets it).
     pub sent_to: Option<u64>,
 }
 
@@ -297,6 +298,43 @@ impl Scheduler {
         })
     }
 
+    /// Whether learned prefix placement applies to `pool`: on in the config,
+    /// and the pool's collector learns placements.
+    fn learns_placements(&self, pool: &PoolView) -> bool {
+        self.config.prefix.learned_placement && pool.learns_placements
+    }
+
+    /// Sets `request.sent_to` from `state` when the pick will use it: learned
+    /// placement applies and the snapshot has not placed the request's key
+    /// (so a placed group costs no lookup).
+    pub fn follow_unplaced(
+        &self,
+        pool: &PoolView,
+        request: &mut RequestFeatures,
+        state: &mut dyn PlacementState,
+        now_ms: u64,
+    ) {
+        request.sent_to = request
+            .affinity_key
+            .filter(|&key| self.learns_placements(pool) && pool.placed_endpoint(key).is_none())
+            .and_then(|key| state.sent_to(&pool.name, key, now_ms));
+    }
+
+    /// Records `pick` (to the endpoint with `endpoint_hash`) in `state`; the
+    /// request's affinity key when the collector should hear of it now.
+    pub fn record_pick(
+        &self,
+        pool: &PoolView,
+        pick: &Pick,
+        endpoint_hash: u64,
+        state: &mut dyn PlacementState,
+        now_ms: u64,
+    ) -> Option<u64> {
+        pick.learning
+            .filter(|l| state.record(&pool.name, l.key, endpoint_hash, l.placed, now_ms))
+            .map(|l| l.key)
+    }
+
     /// The candidate (index) owning the request's affinity `key`, and the
     /// request's part in learned placement when the pool's collector learns.
     fn prefix_owner(
@@ -306,7 +344,7 @@ impl Scheduler {
         key: u64,
         candidates: &[Candidate],
     ) -> (Option<usize>, Option<PlacementLearning>) {
-        let learned = self.config.prefix.learned_placement && pool.learns_placements;
+        let learned = self.learns_placements(pool);
         let placed = learned.then(|| pool.placed_endpoint(key)).flatten();
         let (preferred, rule) = match placed {
             Some(e) => (

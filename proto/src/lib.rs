@@ -32,52 +32,34 @@ pub mod placements {
         out
     }
 
+    fn decode(record: &[u8; RECORD]) -> (u64, u32) {
+        let [k0, k1, k2, k3, k4, k5, k6, k7, e0, e1, e2, e3] = *record;
+        (
+            u64::from_le_bytes([k0, k1, k2, k3, k4, k5, k6, k7]),
+            u32::from_le_bytes([e0, e1, e2, e3]),
+        )
+    }
+
     /// The records of a table; a trailing partial record is ignored.
     pub fn records(table: &[u8]) -> impl Iterator<Item = (u64, u32)> + '_ {
-        table.chunks_exact(RECORD).map(|r| {
-            let mut record = [0u8; RECORD];
-            record.copy_from_slice(r);
-            let [k0, k1, k2, k3, k4, k5, k6, k7, e0, e1, e2, e3] = record;
-            (
-                u64::from_le_bytes([k0, k1, k2, k3, k4, k5, k6, k7]),
-                u32::from_le_bytes([e0, e1, e2, e3]),
-            )
-        })
+        table.as_chunks::<RECORD>().0.iter().map(decode)
     }
 
     /// Whether `table` is whole records sorted by strictly increasing key (a
     /// table a reader may binary-search).
     pub fn well_formed(table: &[u8]) -> bool {
-        table.len().is_multiple_of(RECORD) && {
-            let mut keys = records(table).map(|r| r.0);
-            let mut previous = keys.next();
-            keys.all(|k| {
-                let ok = previous.is_none_or(|p| p < k);
-                previous = Some(k);
-                ok
-            })
-        }
+        let (records, rest) = table.as_chunks::<RECORD>();
+        rest.is_empty()
+            && records
+                .windows(2)
+                .all(|w| matches!(w, [a, b] if decode(a).0 < decode(b).0))
     }
 
     /// The endpoint index of `key` in a well-formed table.
     pub fn lookup(table: &[u8], key: u64) -> Option<u32> {
-        let n = table.len() / RECORD;
-        let key_at = |i: usize| {
-            table
-                .get(i * RECORD..(i + 1) * RECORD)
-                .and_then(|r| records(r).next())
-        };
-        let (mut lo, mut hi) = (0usize, n);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            let (k, endpoint) = key_at(mid)?;
-            match k.cmp(&key) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(endpoint),
-            }
-        }
-        None
+        let records = table.as_chunks::<RECORD>().0;
+        let i = records.binary_search_by_key(&key, |r| decode(r).0).ok()?;
+        records.get(i).map(|r| decode(r).1)
     }
 
     #[cfg(test)]

@@ -238,21 +238,26 @@ impl Placements {
             return 0;
         }
         let now_ms = self.now_ms();
+        // Each pool's ready endpoints, worked out once per report, not per key.
+        let mut ready: HashMap<&str, (&DesiredPool, Vec<&str>)> = HashMap::new();
         let mut pools = self.lock();
         let mut accepted = 0;
         let mut changed = false;
         for s in seen {
-            let Some(pool) = desired.pools.iter().find(|p| p.name == s.pool) else {
+            let Some((pool, ready)) = desired.pools.iter().find(|p| p.name == s.pool).map(|p| {
+                ready
+                    .entry(p.name.as_str())
+                    .or_insert_with(|| (p, ready_addresses(p)))
+            }) else {
                 continue;
             };
             if !pool.endpoints.iter().any(|e| e.address == s.endpoint) {
                 continue;
             }
-            let ready: Vec<&str> = ready_addresses(pool);
             let table = pools
                 .entry(pool.name.clone())
                 .or_insert_with(|| PrefixPlacements::new(self.config.clone()));
-            changed |= table.observe(s.key, &s.endpoint, &ready, now_ms);
+            changed |= table.observe(s.key, &s.endpoint, ready, now_ms);
             accepted += 1;
         }
         drop(pools);
@@ -282,11 +287,6 @@ impl Placements {
         let all: Vec<&str> = pool.endpoints.iter().map(|e| e.address.as_str()).collect();
         table.expire(&all, now_ms);
         table.table(&all)
-    }
-
-    /// Keys placed, over all pools.
-    pub fn keys(&self) -> usize {
-        self.lock().values().map(PrefixPlacements::len).sum()
     }
 
     /// Forgets the tables of pools no longer in the desired state.

@@ -285,7 +285,7 @@ impl GatewayHttp {
 
 /// Queues one affinity-key report; a root context sends it on its next tick.
 fn report_prefix(worker: &Worker, pool: &str, key: u64, endpoint: &str) {
-    let Some(queue) = worker.report_queue.get() else {
+    let Some(queue) = worker.report_queue else {
         return;
     };
     let seen = pool_state::PrefixSeen {

@@ -175,7 +175,7 @@ impl GatewayRoot {
         let Some(worker) = self.worker.clone() else {
             return;
         };
-        let Some(queue) = worker.report_queue.get() else {
+        let Some(queue) = worker.report_queue else {
             return;
         };
         if self.report_call.is_some() {
@@ -217,10 +217,7 @@ impl GatewayRoot {
             Err(status) => {
                 // Dropped, not retried: each worker reports the keys again
                 // within a second while they stay unplaced.
-                worker
-                    .metrics
-                    .borrow_mut()
-                    .increment(Stat::Plain(stats::PREFIX_REPORT_ERRORS_TOTAL));
+                self.count(stats::PREFIX_REPORT_ERRORS_TOTAL);
                 log(
                     LogLevel::Warn,
                     &format!("llmgw: sending {keys} prefix reports: {status:?}"),
@@ -275,6 +272,14 @@ impl GatewayRoot {
     }
 }
 
+/// The message of the gRPC status the host just reported (empty if none).
+fn grpc_status_detail() -> String {
+    hostcalls::get_grpc_status()
+        .ok()
+        .and_then(|(_, message)| message)
+        .unwrap_or_default()
+}
+
 impl Context for GatewayRoot {
     fn on_grpc_call_response(&mut self, token_id: u32, status_code: u32, _response_size: usize) {
         let Some((token, keys)) = self.report_call else {
@@ -284,22 +289,21 @@ impl Context for GatewayRoot {
             return;
         }
         self.report_call = None;
-        let Some(worker) = &self.worker else { return };
-        let mut metrics = worker.metrics.borrow_mut();
         if status_code == 0 {
-            metrics.add(
-                Stat::Plain(stats::PREFIX_REPORTS_TOTAL),
-                i64::try_from(keys).unwrap_or(i64::MAX),
-            );
+            if let Some(worker) = &self.worker {
+                worker.metrics.borrow_mut().add(
+                    Stat::Plain(stats::PREFIX_REPORTS_TOTAL),
+                    i64::try_from(keys).unwrap_or(i64::MAX),
+                );
+            }
         } else {
-            metrics.increment(Stat::Plain(stats::PREFIX_REPORT_ERRORS_TOTAL));
-            let detail = hostcalls::get_grpc_status()
-                .ok()
-                .and_then(|(_, message)| message)
-                .unwrap_or_default();
+            self.count(stats::PREFIX_REPORT_ERRORS_TOTAL);
             log(
                 LogLevel::Warn,
-                &format!("llmgw: ReportPrefixes failed with gRPC status {status_code} {detail}"),
+                &format!(
+                    "llmgw: ReportPrefixes failed with gRPC status {status_code} {}",
+                    grpc_status_detail()
+                ),
             );
         }
     }
@@ -326,13 +330,12 @@ impl Context for GatewayRoot {
         }
         self.stream = None;
         self.count(stats::COLLECTOR_STREAM_CLOSED_TOTAL);
-        let detail = hostcalls::get_grpc_status()
-            .ok()
-            .and_then(|(_, message)| message)
-            .unwrap_or_default();
         self.schedule_reconnect(
             now_ms(),
-            &format!("closed with gRPC status {status_code} {detail}"),
+            &format!(
+                "closed with gRPC status {status_code} {}",
+                grpc_status_detail()
+            ),
         );
     }
 }
@@ -372,9 +375,7 @@ impl RootContext for GatewayRoot {
                 None
             }
         };
-        let worker = Worker::new(config);
-        worker.report_queue.set(report_queue);
-        self.worker = Some(Rc::new(worker));
+        self.worker = Some(Rc::new(Worker::new(config, report_queue)));
         if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(TICK_MS)) {
             log(
                 LogLevel::Error,

@@ -3,7 +3,7 @@
 //! the placement memory and the queue that carries prefix reports to the
 //! root contexts (every worker drains it on its tick).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use proxy_wasm::types::LogLevel;
@@ -21,9 +21,10 @@ pub(crate) struct Worker {
     pub scheduler: Scheduler,
     pub metrics: RefCell<Metrics>,
     pub placement: RefCell<PlacementMemory>,
-    /// The Envoy-wide shared queue of encoded `PrefixSeen` reports, once
-    /// registered; every worker's root context drains it on its tick.
-    pub report_queue: Cell<Option<u32>>,
+    /// The Envoy-wide shared queue of encoded `PrefixSeen` reports (`None`
+    /// when it could not be registered); every worker's root context drains
+    /// it on its tick.
+    pub report_queue: Option<u32>,
     state: RefCell<CachedState>,
 }
 
@@ -44,12 +45,12 @@ pub(crate) struct CurrentState {
 }
 
 impl Worker {
-    pub fn new(config: PluginConfig) -> Self {
+    pub fn new(config: PluginConfig, report_queue: Option<u32>) -> Self {
         Worker {
             scheduler: Scheduler::new(config.scheduler_config()),
             metrics: RefCell::new(Metrics::default()),
             placement: RefCell::new(PlacementMemory::new()),
-            report_queue: Cell::new(None),
+            report_queue,
             state: RefCell::new(CachedState::default()),
             config,
         }
