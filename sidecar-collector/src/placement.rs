@@ -4,7 +4,8 @@
 //! (`PoolState.ReportPrefixes`). The first report of a key places it: on the
 //! endpoint the gateway routed it to (whose KV cache now holds the prefix)
 //! while that endpoint holds fewer than `load_factor` × the mean number of
-//! keys per endpoint, else on the endpoint holding the fewest keys. Every
+//! keys per endpoint (or fewer than `min_keys`), else on the endpoint
+//! holding the fewest keys. Every
 //! snapshot carries the table, so every worker of every gateway replica sends
 //! the group to the same pod, and groups are spread evenly over pods (a hash
 //! alone puts ~35% more groups than the mean on the busiest of 8 pods).
@@ -31,8 +32,11 @@ pub struct PlacementConfig {
     /// A key not reported for this long is forgotten.
     pub ttl_ms: u64,
     /// An endpoint takes a new key it was routed to while it holds fewer than
-    /// `load_factor` × (keys + 1) / endpoints keys, rounded up.
+    /// `load_factor` × (keys + 1) / endpoints keys, rounded up, or fewer than
+    /// `min_keys`: moving a group costs it a cache miss, and while every pod
+    /// holds only a few groups, balancing them is not worth one.
     pub load_factor: f64,
+    pub min_keys: usize,
     /// Keys kept per pool at most.
     pub max_keys: usize,
 }
@@ -42,6 +46,7 @@ impl Default for PlacementConfig {
         PlacementConfig {
             ttl_ms: 120_000,
             load_factor: 1.1,
+            min_keys: 4,
             max_keys: 4096,
         }
     }
@@ -158,7 +163,8 @@ impl PrefixPlacements {
     fn choose(&self, routed_to: &str, endpoints: &[&str]) -> String {
         let share = self.config.load_factor * (self.keys.len() + 1) as f64 / endpoints.len() as f64;
         let routed_known = endpoints.contains(&routed_to);
-        if routed_known && (self.keys_on(routed_to) as f64) < share.ceil() {
+        let cap = (share.ceil() as usize).max(self.config.min_keys);
+        if routed_known && self.keys_on(routed_to) < cap {
             return routed_to.to_string();
         }
         endpoints
@@ -339,6 +345,25 @@ mod tests {
         assert_eq!(load.iter().sum::<usize>(), 100);
         // cap = ceil(1.1 * keys / pods): 28 of 100 at most, 22 at least
         assert!(load.iter().all(|&n| (22..=28).contains(&n)), "{load:?}");
+    }
+
+    #[test]
+    fn the_first_few_keys_stay_where_they_were_routed() {
+        // Reports in an unlucky order: two groups on each of four pods, the
+        // first three reports naming only two pods.
+        let mut p = PrefixPlacements::new(PlacementConfig::default());
+        let routed = ["a:1", "a:1", "b:1", "b:1", "c:1", "c:1", "d:1", "d:1"];
+        for (key, pod) in routed.iter().enumerate() {
+            p.observe(key as u64, pod, &PODS, 0);
+        }
+        for (key, pod) in routed.iter().enumerate() {
+            assert_eq!(p.endpoint_of(key as u64), Some(*pod), "key {key} moved");
+        }
+        // Past `min_keys` per pod the balance cap applies again.
+        for key in 8..12 {
+            p.observe(key, "a:1", &PODS, 0);
+        }
+        assert_eq!(p.keys_on("a:1"), 4);
     }
 
     #[test]
