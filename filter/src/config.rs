@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::pool_id::PoolRef;
 use crate::prefix::PrefixConfig;
 use crate::priority::SaturationThresholds;
 use crate::scheduling::{SchedulerConfig, ScorerWeights};
@@ -17,8 +18,9 @@ pub struct PluginConfig {
     pub collector_cluster: String,
     /// Prefix of every shared-data key (Istio shares one vm_id across plugins).
     pub key_prefix: String,
-    /// Envoy cluster name → InferencePool name; unlisted clusters map to the
-    /// pool of the same name.
+    /// Envoy cluster name → InferencePool, as `namespace/name` or a bare
+    /// name (valid while only one namespace has a pool of that name);
+    /// unlisted clusters map to the pool of the same (bare) name.
     pub cluster_pools: HashMap<String, String>,
     /// Larger bodies get 413 before they are buffered whole.
     pub max_body_bytes: u64,
@@ -83,8 +85,10 @@ impl PluginConfig {
         if self.key_prefix.is_empty() || self.key_prefix.chars().any(|c| c.is_whitespace()) {
             return Err("key_prefix must be non-empty without whitespace".into());
         }
-        if let Some((cluster, _)) = self.cluster_pools.iter().find(|(_, p)| p.is_empty()) {
-            return Err(format!("cluster_pools.{cluster} must name a pool"));
+        let mut clusters: Vec<(&String, &String)> = self.cluster_pools.iter().collect();
+        clusters.sort();
+        for (cluster, pool) in clusters {
+            PoolRef::parse(pool).map_err(|e| format!("cluster_pools.{cluster}: {e}"))?;
         }
         if self.max_body_bytes == 0 || self.max_body_bytes > MAX_BODY_LIMIT {
             return Err(format!("max_body_bytes must be in 1..={MAX_BODY_LIMIT}"));
@@ -100,11 +104,22 @@ impl PluginConfig {
         self.prefix.validate()
     }
 
-    /// The InferencePool an Envoy cluster routes to.
+    /// The InferencePool an Envoy cluster routes to, as configured
+    /// (`namespace/name` or a bare name).
     pub fn pool_for_cluster<'a>(&'a self, cluster: &'a str) -> &'a str {
         self.cluster_pools
             .get(cluster)
             .map_or(cluster, String::as_str)
+    }
+
+    /// [`Self::pool_for_cluster`] as a reference to resolve against the pool
+    /// state: a listed value is `namespace/name` or a bare name; an unlisted
+    /// cluster is the bare name of the pool.
+    pub fn pool_ref_for_cluster<'a>(&'a self, cluster: &'a str) -> PoolRef<'a> {
+        match self.cluster_pools.get(cluster) {
+            Some(pool) => PoolRef::parse(pool).unwrap_or(PoolRef::Bare(pool)),
+            None => PoolRef::Bare(cluster),
+        }
     }
 
     pub fn scheduler_config(&self) -> SchedulerConfig {
@@ -173,9 +188,28 @@ mod tests {
         .unwrap();
         assert_eq!(c.pool_for_cluster("envoy_cluster_name"), "pool_name");
         assert_eq!(c.pool_for_cluster("llm"), "llm");
+        assert_eq!(c.pool_ref_for_cluster("llm"), PoolRef::Bare("llm"));
         assert_eq!(c.prefix.affinity_depth_blocks, 8);
         assert_eq!(c.scheduler_config().metrics_stale_ms, 200);
         assert_eq!(c.snapshot_meta_key(), "llmgw.snapshot.meta");
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn cluster_pools_take_namespace_slash_name_or_a_bare_name() {
+        let c = PluginConfig::parse(
+            br#"{"cluster_pools":{"team-a-llm":"team-a/llm","team-b-llm":"team-b/llm","old":"llm"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.pool_ref_for_cluster("team-a-llm"),
+            PoolRef::Qualified {
+                namespace: "team-a",
+                name: "llm"
+            }
+        );
+        assert_eq!(c.pool_ref_for_cluster("old"), PoolRef::Bare("llm"));
+        assert_eq!(c.pool_ref_for_cluster("other"), PoolRef::Bare("other"));
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
@@ -191,6 +225,8 @@ mod tests {
             (r#"{"collector_cluster":" "}"#, "collector_cluster"),
             (r#"{"key_prefix":"a b"}"#, "key_prefix"),
             (r#"{"cluster_pools":{"c":""}}"#, "cluster_pools.c"),
+            (r#"{"cluster_pools":{"c":"a/b/c"}}"#, "cluster_pools.c"),
+            (r#"{"cluster_pools":{"c":"/b"}}"#, "namespace/name"),
             (r#"{"scorers":{"queue":-2}}"#, "scorers.queue"),
             (r#"{"saturation":{"kv_threshold":2}}"#, "kv_threshold"),
             (r#"{"prefix":{"max_blocks":0}}"#, "max_blocks"),

@@ -6,11 +6,12 @@
 use crate::config::PluginConfig;
 use crate::errors::GatewayError;
 use crate::placement::PlacementState;
+use crate::pool_id::PoolRef;
 use crate::random::Draws;
 use crate::request::{parse_request, rewrite_model};
 use crate::rewrite::choose_target;
 use crate::scheduling::{RequestFeatures, Scheduler};
-use crate::state::{PoolFailureMode, PoolView, StateView};
+use crate::state::{PoolFailureMode, PoolLookupError, PoolView, StateView};
 use crate::{priority::RequestPriority, stats};
 
 /// What the host read for this request.
@@ -30,6 +31,7 @@ pub struct RequestContext<'a> {
 /// A routed request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
+    /// The pool's id, `namespace/name` (`PoolView::id`).
     pub pool: String,
     /// `ip:port` for `x-gateway-destination-endpoint`.
     pub endpoint: String,
@@ -53,7 +55,8 @@ pub struct Decision {
     pub target_label: String,
 }
 
-/// A request answered locally, with the pool when it was known (for stats).
+/// A request answered locally, with the pool when it was known (for stats):
+/// its id, or the reference that named no single pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
     pub error: GatewayError,
@@ -103,22 +106,17 @@ pub fn decide(
             None,
         )
     })?;
-    let pool_name = config.pool_for_cluster(cluster);
+    let pool_ref = config.pool_ref_for_cluster(cluster);
     let Some((state, age_ms)) = ctx.state else {
         return Err(Rejection::new(
             GatewayError::unavailable("no_state", "no pool state received from the collector yet"),
-            Some(pool_name),
+            Some(&pool_ref.display()),
         ));
     };
-    let Some(pool) = state.pool(pool_name) else {
-        return Err(Rejection::new(
-            GatewayError::unavailable(
-                "unknown_pool",
-                format!("cluster {cluster:?} maps to pool {pool_name:?}, which the collector does not know"),
-            ),
-            Some(pool_name),
-        ));
-    };
+    let pool = state
+        .resolve(pool_ref)
+        .map_err(|e| pool_lookup_rejection(cluster, pool_ref, e))?;
+    let pool_name = pool.id.as_str();
 
     let public_model = parsed.as_ref().map(|p| p.model.as_str());
     let choice = public_model.map(|m| choose_target(pool, m, draws.next_u64()));
@@ -214,6 +212,30 @@ pub fn decide(
         prefix_owner: pick.prefix_owner,
         report_key,
     })
+}
+
+/// 503 for a cluster whose pool is unknown, or named by a bare name that
+/// pools in several namespaces have.
+fn pool_lookup_rejection(
+    cluster: &str,
+    pool_ref: PoolRef<'_>,
+    error: PoolLookupError,
+) -> Rejection {
+    let shown = pool_ref.display();
+    let error = match error {
+        PoolLookupError::Unknown => GatewayError::unavailable(
+            "unknown_pool",
+            format!("cluster {cluster:?} maps to pool {shown:?}, which the collector does not know"),
+        ),
+        PoolLookupError::Ambiguous(namespaces) => GatewayError::unavailable(
+            "ambiguous_pool",
+            format!(
+                "cluster {cluster:?} maps to pool {shown:?}, which exists in namespaces {}: name it as \"namespace/name\" in cluster_pools",
+                namespaces.join(", ")
+            ),
+        ),
+    };
+    Rejection::new(error, Some(&shown))
 }
 
 #[cfg(test)]
@@ -446,5 +468,66 @@ mod tests {
         );
         let r = run(Some((&s, 10)), "llm", None, Some(BODY)).unwrap_err();
         assert_eq!((r.error.status, r.error.reason), (503, "no_endpoint"));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn same_named_pools_in_two_namespaces_route_by_namespace() {
+        let in_ns = |ns: &str, address: &str| pool_state::Pool {
+            namespace: ns.into(),
+            ..pool("llm", vec![endpoint(address, 0, 0.0)])
+        };
+        let s = StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![
+                    in_ns("team-a", "10.0.0.1:8000"),
+                    in_ns("team-b", "10.0.0.2:8000"),
+                ],
+                ..Default::default()
+            },
+            1,
+        );
+        let config = PluginConfig::parse(
+            br#"{"cluster_pools":{"a":"team-a/llm","b":"team-b/llm","bare":"llm"}}"#,
+        )
+        .unwrap();
+        let scheduler = Scheduler::new(config.scheduler_config());
+        let route = |cluster: &str| {
+            decide(
+                &config,
+                &scheduler,
+                RequestContext {
+                    cluster: Some(cluster),
+                    objective: None,
+                    state: Some((&s, 10)),
+                    now_ms: 0,
+                },
+                Some(BODY),
+                |p| vec![0; p.endpoints.len()],
+                &mut PlacementMemory::new(),
+                &mut Draws::new(3),
+            )
+        };
+        let a = route("a").unwrap();
+        let b = route("b").unwrap();
+        assert_eq!(
+            (a.pool.as_str(), a.endpoint.as_str()),
+            ("team-a/llm", "10.0.0.1:8000")
+        );
+        assert_eq!(
+            (b.pool.as_str(), b.endpoint.as_str()),
+            ("team-b/llm", "10.0.0.2:8000")
+        );
+        for cluster in ["bare", "llm"] {
+            let r = route(cluster).unwrap_err();
+            assert_eq!((r.error.status, r.error.reason), (503, "ambiguous_pool"));
+            assert!(
+                r.error.message.contains("team-a, team-b")
+                    && r.error.message.contains("namespace/name"),
+                "{}",
+                r.error.message
+            );
+            assert_eq!(r.pool.as_deref(), Some("llm"));
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Scrapes arrive every ~50 ms; a burst in between would all see the same
 //! "best" pod. The host keeps these counts in shared data
-//! (`<prefix>.inflight.<pool>`, CAS-updated, shared by all workers) keyed by
+//! (`<prefix>.inflight.<namespace>/<pool>`, CAS-updated, shared by all workers) keyed by
 //! the hash of the endpoint's address ([`EndpointView::address_hash`]), so
 //! they survive endpoints being added or reordered between snapshots. This
 //! module is the value's encoding and arithmetic.
@@ -136,9 +136,10 @@ impl InflightTable {
     }
 }
 
-/// Shared-data key of a pool's table.
-pub fn shared_key(key_prefix: &str, pool: &str) -> String {
-    format!("{key_prefix}.inflight.{pool}")
+/// Shared-data key of a pool's table; `pool_id` is `namespace/name`
+/// ([`crate::pool_id::pool_id`], `PoolView::id`).
+pub fn shared_key(key_prefix: &str, pool_id: &str) -> String {
+    crate::pool_id::shared_key(key_prefix, "inflight", pool_id, None)
 }
 
 #[cfg(test)]
@@ -232,6 +233,6 @@ mod tests {
             assert!(t.is_empty(), "{bad:?}");
         }
         assert_eq!(InflightTable::from_bytes(good.clone()).get(2), 1);
-        assert_eq!(shared_key("llmgw", "pool"), "llmgw.inflight.pool");
+        assert_eq!(shared_key("llmgw", "ns/pool"), "llmgw.inflight.ns/pool");
     }
 }

@@ -15,6 +15,7 @@ pub mod inflight;
 pub mod lease;
 pub mod pending;
 pub mod placement;
+pub mod pool_id;
 pub mod prefix;
 pub mod priority;
 pub mod random;

@@ -5,7 +5,7 @@
 //! requests may reach another worker. Each worker remembers its own picks
 //! ([`crate::placement::PlacementMemory`]); this table makes them Envoy-wide:
 //! the host keeps it in shared data, split into [`BUCKETS`] values by key
-//! (`<prefix>.pending.<pool>.<key % BUCKETS>`) so each read and CAS update
+//! (`<prefix>.pending.<namespace>/<pool>.<key % BUCKETS>`) so each read and CAS update
 //! touches a few hundred bytes. Entries live [`PENDING_TTL_MS`]: by then the
 //! placement has arrived, or the worker reports the key again.
 //!
@@ -17,9 +17,11 @@ pub const PENDING_TTL_MS: u64 = 2_000;
 pub const MAX_PER_BUCKET: usize = 32;
 const RECORD: usize = 24;
 
-/// The shared-data key of the bucket holding `key`.
-pub fn shared_key(key_prefix: &str, pool: &str, key: u64) -> String {
-    format!("{key_prefix}.pending.{pool}.{}", key % BUCKETS)
+/// The shared-data key of the bucket holding `key`; `pool_id` is
+/// `namespace/name` ([`crate::pool_id::pool_id`]).
+pub fn shared_key(key_prefix: &str, pool_id: &str, key: u64) -> String {
+    let bucket = (key % BUCKETS).to_string();
+    crate::pool_id::shared_key(key_prefix, "pending", pool_id, Some(&bucket))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +123,7 @@ mod tests {
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
     #[cfg_attr(not(target_arch = "wasm32"), test)]
     fn buckets_split_keys_per_pool() {
-        assert_eq!(shared_key("llmgw", "p", 65), "llmgw.pending.p.1");
+        assert_eq!(shared_key("llmgw", "ns/p", 65), "llmgw.pending.ns/p.1");
         assert_ne!(shared_key("llmgw", "p", 1), shared_key("llmgw", "q", 1));
     }
 }

@@ -26,7 +26,8 @@ const MAX_KEYS: usize = 8_192;
 /// [`crate::pending`], so a group's next request follows its first one on
 /// whichever worker it lands.
 pub trait PlacementState {
-    /// Where an unplaced `key` of `pool` was sent (an endpoint address hash).
+    /// Where an unplaced `key` of `pool` (its id, `namespace/name`) was sent
+    /// (an endpoint address hash).
     fn sent_to(&mut self, pool: &str, key: u64, now_ms: u64) -> Option<u64>;
     /// Records where a request with affinity `key` went; true when the
     /// collector should hear of it now (see [`PlacementMemory::record`]).

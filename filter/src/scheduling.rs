@@ -317,7 +317,7 @@ impl Scheduler {
         request.sent_to = request
             .affinity_key
             .filter(|&key| self.learns_placements(pool) && pool.placed_endpoint(key).is_none())
-            .and_then(|key| state.sent_to(&pool.name, key, now_ms));
+            .and_then(|key| state.sent_to(&pool.id, key, now_ms));
     }
 
     /// Records `pick` (to the endpoint with `endpoint_hash`) in `state`; the
@@ -331,7 +331,7 @@ impl Scheduler {
         now_ms: u64,
     ) -> Option<u64> {
         pick.learning
-            .filter(|l| state.record(&pool.name, l.key, endpoint_hash, l.placed, now_ms))
+            .filter(|l| state.record(&pool.id, l.key, endpoint_hash, l.placed, now_ms))
             .map(|l| l.key)
     }
 

@@ -2,12 +2,14 @@
 //! per version into an indexed, allocation-free-to-query view.
 //!
 //! Every Envoy worker decodes the snapshot bytes only when the version in shared
-//! data changes; requests then look pools up by name and walk plain vectors.
+//! data changes; requests then look pools up by namespace and name and walk plain vectors.
 
 use std::collections::HashMap;
 
 use pool_state::{Criticality, FailureMode};
 use prost::Message;
+
+use crate::pool_id::PoolRef;
 
 /// What a pool does when the filter has no usable state for it (GIE's
 /// `failureMode`).
@@ -104,6 +106,9 @@ impl EndpointView {
 pub struct PoolView {
     pub name: String,
     pub namespace: String,
+    /// `namespace/name` ([`crate::pool_id::pool_id`]): what shared-data keys,
+    /// stats and prefix reports name the pool by.
+    pub id: String,
     pub failure_mode: PoolFailureMode,
     pub endpoints: Vec<EndpointView>,
     pub adapter_names: Vec<String>,
@@ -193,6 +198,7 @@ impl PoolView {
         PoolView {
             name: pool.name.clone(),
             namespace: pool.namespace.clone(),
+            id: crate::pool_id::pool_id(&pool.namespace, &pool.name),
             failure_mode: match FailureMode::try_from(pool.failure_mode) {
                 Ok(FailureMode::FailOpen) => PoolFailureMode::FailOpen,
                 _ => PoolFailureMode::FailClose,
@@ -236,6 +242,15 @@ impl std::fmt::Display for SnapshotDecodeError {
     }
 }
 
+/// Why a pool reference found no pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolLookupError {
+    /// The collector knows no such pool.
+    Unknown,
+    /// A bare name that pools in several namespaces have (sorted).
+    Ambiguous(Vec<String>),
+}
+
 /// Every pool of one snapshot.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateView {
@@ -243,22 +258,57 @@ pub struct StateView {
     pub version: u64,
     pub collector_id: String,
     pools: Vec<PoolView>,
-    by_name: HashMap<String, usize>,
+    /// `namespace/name` → index (the first such pool if a collector sent two).
+    by_id: HashMap<String, usize>,
+    /// Bare name → indices of the pools of that name, in every namespace.
+    by_name: HashMap<String, Vec<usize>>,
 }
 
 impl StateView {
     pub fn from_snapshot(snapshot: &pool_state::Snapshot, version: u64) -> Self {
         let pools: Vec<PoolView> = snapshot.pools.iter().map(PoolView::from_pool).collect();
-        let mut by_name = HashMap::with_capacity(pools.len());
+        let mut by_id = HashMap::with_capacity(pools.len());
+        let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(pools.len());
         for (i, pool) in pools.iter().enumerate() {
-            by_name.entry(pool.name.clone()).or_insert(i);
+            if let std::collections::hash_map::Entry::Vacant(slot) = by_id.entry(pool.id.clone()) {
+                slot.insert(i);
+                by_name.entry(pool.name.clone()).or_default().push(i);
+            }
         }
         StateView {
             version,
             collector_id: snapshot.collector_id.clone(),
             pools,
+            by_id,
             by_name,
         }
+    }
+
+    /// The pool a reference names: `namespace/name` exactly; a bare name
+    /// while exactly one namespace has a pool of that name.
+    pub fn resolve(&self, reference: PoolRef<'_>) -> Result<&PoolView, PoolLookupError> {
+        let index = match reference {
+            PoolRef::Qualified { namespace, name } => self
+                .by_id
+                .get(&crate::pool_id::pool_id(namespace, name))
+                .copied(),
+            PoolRef::Bare(name) => match self.by_name.get(name).map(Vec::as_slice) {
+                None | Some([]) => None,
+                Some([one]) => Some(*one),
+                Some(many) => {
+                    let mut namespaces: Vec<String> = many
+                        .iter()
+                        .filter_map(|&i| self.pools.get(i))
+                        .map(|p| p.namespace.clone())
+                        .collect();
+                    namespaces.sort();
+                    return Err(PoolLookupError::Ambiguous(namespaces));
+                }
+            },
+        };
+        index
+            .and_then(|i| self.pools.get(i))
+            .ok_or(PoolLookupError::Unknown)
     }
 
     /// Decodes the encoded `Snapshot` bytes exactly as the collector sent them.
@@ -268,8 +318,12 @@ impl StateView {
         Ok(Self::from_snapshot(&snapshot, version))
     }
 
-    pub fn pool(&self, name: &str) -> Option<&PoolView> {
-        self.by_name.get(name).and_then(|&i| self.pools.get(i))
+    /// The pool a `cluster_pools`-style reference (`namespace/name` or a
+    /// bare name) names, if it names exactly one.
+    pub fn pool(&self, reference: &str) -> Option<&PoolView> {
+        PoolRef::parse(reference)
+            .ok()
+            .and_then(|r| self.resolve(r).ok())
     }
 
     pub fn pools(&self) -> &[PoolView] {
@@ -382,6 +436,53 @@ pub(crate) mod tests {
         assert_eq!(pool.rules[1].model, None);
         assert_eq!(pool.rules[1].criticality, None);
         assert_eq!(pool.objectives.get("batch"), Some(&-1));
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn same_named_pools_resolve_by_namespace_and_bare_names_while_unique() {
+        let in_ns = |ns: &str, name: &str, address: &str| Pool {
+            namespace: ns.into(),
+            ..pool(name, vec![endpoint(address, 0, 0.0)])
+        };
+        let state = StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![
+                    in_ns("team-b", "llm", "10.0.0.2:8000"),
+                    in_ns("team-a", "llm", "10.0.0.1:8000"),
+                    in_ns("team-a", "solo", "10.0.0.3:8000"),
+                ],
+                ..Default::default()
+            },
+            1,
+        );
+        let qualified = |namespace, name| PoolRef::Qualified { namespace, name };
+        let a = state.resolve(qualified("team-a", "llm")).unwrap();
+        let b = state.resolve(qualified("team-b", "llm")).unwrap();
+        assert_eq!((a.id.as_str(), b.id.as_str()), ("team-a/llm", "team-b/llm"));
+        assert_eq!(a.endpoints[0].address, "10.0.0.1:8000");
+        assert_eq!(b.endpoints[0].address, "10.0.0.2:8000");
+        assert_eq!(
+            state.resolve(PoolRef::Bare("llm")),
+            Err(PoolLookupError::Ambiguous(vec![
+                "team-a".into(),
+                "team-b".into()
+            ]))
+        );
+        assert_eq!(
+            state.resolve(PoolRef::Bare("solo")).unwrap().id,
+            "team-a/solo"
+        );
+        assert_eq!(
+            state.resolve(qualified("team-c", "llm")),
+            Err(PoolLookupError::Unknown)
+        );
+        assert_eq!(
+            state.resolve(PoolRef::Bare("none")),
+            Err(PoolLookupError::Unknown)
+        );
+        assert_eq!(state.pool("team-b/llm").unwrap().id, "team-b/llm");
+        assert!(state.pool("llm").is_none(), "ambiguous");
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

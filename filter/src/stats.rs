@@ -21,13 +21,27 @@ pub const PREFIX_REPORT_ERRORS_TOTAL: &str = "llmgw_prefix_report_errors_total";
 
 /// Longest label value kept; longer ones are cut (names stay readable).
 const MAX_LABEL: usize = 64;
+/// Longest pool label: a namespace (63) + `_` + a pool name (253) is never
+/// cut, so two pools never share a label by truncation.
+const MAX_POOL_LABEL: usize = 320;
 
 /// `[A-Za-z0-9_-]` kept, everything else (dots would split Envoy's stat
 /// hierarchy, slashes and colons confuse Prometheus export) becomes `_`.
 pub fn label(value: &str) -> String {
+    label_within(value, MAX_LABEL)
+}
+
+/// The pool label: the pool's id `namespace/name` sanitised like [`label`]
+/// (`team-a/llm` → `team-a_llm`). Namespaces hold no `_`, so the first `_`
+/// still separates namespace and name.
+pub fn pool_label(pool_id: &str) -> String {
+    label_within(pool_id, MAX_POOL_LABEL)
+}
+
+fn label_within(value: &str, max: usize) -> String {
     let mut out: String = value
         .chars()
-        .take(MAX_LABEL)
+        .take(max)
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
                 c
@@ -61,20 +75,20 @@ pub fn model_label(pool: Option<&PoolView>, model: &str) -> String {
 pub fn requests(pool: &str, model: &str, target_model: &str) -> String {
     format!(
         "{REQUESTS_TOTAL}.pool.{}.model.{model}.target_model.{target_model}",
-        label(pool)
+        pool_label(pool)
     )
 }
 
 pub fn picks(pool: &str, address: &str) -> String {
     format!(
         "{PICKS_TOTAL}.pool.{}.endpoint.{}",
-        label(pool),
+        pool_label(pool),
         label(address)
     )
 }
 
 pub fn per_pool(metric: &str, pool: &str) -> String {
-    format!("{metric}.pool.{}", label(pool))
+    format!("{metric}.pool.{}", pool_label(pool))
 }
 
 pub fn errors(reason: &str) -> String {
@@ -164,6 +178,17 @@ mod tests {
             errors("invalid_json"),
             "llmgw_errors_total.reason.invalid_json"
         );
+        // The pool label carries the namespace, sanitised, and is never cut.
+        assert_eq!(
+            per_pool(SHED_TOTAL, "team-a/llm.v1"),
+            "llmgw_shed_total.pool.team-a_llm_v1"
+        );
+        assert_ne!(
+            picks("team-a/llm", "1.2.3.4:5"),
+            picks("team-b/llm", "1.2.3.4:5")
+        );
+        let long = format!("{}/{}", "n".repeat(63), "p".repeat(253));
+        assert_eq!(pool_label(&long).len(), long.len());
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

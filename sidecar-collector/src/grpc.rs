@@ -94,7 +94,8 @@ impl PoolStateService {
     }
 }
 
-/// The snapshot restricted to `pools` (all pools when empty).
+/// The snapshot restricted to `pools` (all pools when empty), each given as
+/// `namespace/name` or a bare name (that name in every namespace).
 fn filtered(snapshot: &Snapshot, pools: &[String]) -> Snapshot {
     if pools.is_empty() {
         return snapshot.clone();
@@ -106,7 +107,12 @@ fn filtered(snapshot: &Snapshot, pools: &[String]) -> Snapshot {
         pools: snapshot
             .pools
             .iter()
-            .filter(|p| pools.contains(&p.name))
+            .filter(|p| {
+                pools.iter().any(|wanted| match wanted.split_once('/') {
+                    Some((namespace, name)) => p.namespace == namespace && p.name == name,
+                    None => &p.name == wanted,
+                })
+            })
             .cloned()
             .collect(),
     }
@@ -228,5 +234,18 @@ mod tests {
             vec!["c"]
         );
         assert_eq!(filtered(&snapshot, &["c".into()]).version, 3);
+        let mut two = snapshot.clone();
+        for (pool, ns) in two.pools.iter_mut().zip(["x", "y", "y"]) {
+            pool.name = "p".into();
+            pool.namespace = ns.into();
+        }
+        let namespaces = |s: &Snapshot| {
+            s.pools
+                .iter()
+                .map(|p| p.namespace.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(namespaces(&filtered(&two, &["x/p".into()])), vec!["x"]);
+        assert_eq!(namespaces(&filtered(&two, &["p".into()])).len(), 3);
     }
 }

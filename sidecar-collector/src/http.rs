@@ -67,6 +67,17 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// `name="…",namespace="…"`: pools are identified by both (two namespaces
+/// may hold pools of the same name; without the namespace their series
+/// would collide).
+fn pool_labels(pool: &pool_state::Pool) -> String {
+    format!(
+        "name=\"{}\",namespace=\"{}\"",
+        label(&pool.name),
+        label(&pool.namespace)
+    )
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -97,8 +108,8 @@ pub fn render(
         };
         let _ = writeln!(
             out,
-            "inference_pool_average_kv_cache_utilization{{name=\"{}\"}} {avg}",
-            label(&pool.name)
+            "inference_pool_average_kv_cache_utilization{{{}}} {avg}",
+            pool_labels(pool)
         );
     }
     family(
@@ -116,8 +127,8 @@ pub fn render(
         };
         let _ = writeln!(
             out,
-            "inference_pool_average_queue_size{{name=\"{}\"}} {avg}",
-            label(&pool.name)
+            "inference_pool_average_queue_size{{{}}} {avg}",
+            pool_labels(pool)
         );
     }
     family(
@@ -130,8 +141,8 @@ pub fn render(
         let ready = pool.endpoints.iter().filter(|e| e.ready).count();
         let _ = writeln!(
             out,
-            "inference_pool_ready_pods{{name=\"{}\"}} {ready}",
-            label(&pool.name)
+            "inference_pool_ready_pods{{{}}} {ready}",
+            pool_labels(pool)
         );
     }
     family(
@@ -142,19 +153,29 @@ pub fn render(
     );
     for pool in &snapshot.pools {
         for e in &pool.endpoints {
-            let _ = writeln!(out, "inference_pool_per_pod_queue_size{{name=\"{}\",model_server_pod=\"{}\",endpoint=\"{}\"}} {}",
-                label(&pool.name), label(&e.pod), label(&e.address), e.waiting);
+            let _ = writeln!(out, "inference_pool_per_pod_queue_size{{{},model_server_pod=\"{}\",endpoint=\"{}\"}} {}",
+                pool_labels(pool), label(&e.pod), label(&e.address), e.waiting);
         }
     }
 
-    // Per-endpoint scrape health, once per address even if two pools share it.
+    // Per-endpoint scrape health, once per address even if two pools share it
+    // (labelled with the pod's namespace, that of the first such pool).
     let mut seen = HashSet::new();
-    let endpoints: Vec<(&str, &str)> = snapshot
+    let endpoints: Vec<(&str, String)> = snapshot
         .pools
         .iter()
-        .flat_map(|p| &p.endpoints)
-        .filter(|e| seen.insert(e.address.as_str()))
-        .map(|e| (e.address.as_str(), e.pod.as_str()))
+        .flat_map(|p| p.endpoints.iter().map(move |e| (p, e)))
+        .filter(|(_, e)| seen.insert(e.address.as_str()))
+        .map(|(p, e)| {
+            (
+                e.address.as_str(),
+                format!(
+                    "pod=\"{}\",namespace=\"{}\"",
+                    label(&e.pod),
+                    label(&p.namespace)
+                ),
+            )
+        })
         .collect();
     observations.with(|map| {
         family(
@@ -163,13 +184,12 @@ pub fn render(
             "counter",
             "Scrapes finished per endpoint.",
         );
-        for (address, pod) in &endpoints {
+        for (address, pod_labels) in &endpoints {
             if let Some(o) = map.get(*address) {
                 let _ = writeln!(
                     out,
-                    "llmgw_collector_scrapes_total{{endpoint=\"{}\",pod=\"{}\"}} {}",
+                    "llmgw_collector_scrapes_total{{endpoint=\"{}\",{pod_labels}}} {}",
                     label(address),
-                    label(pod),
                     o.scrapes_total
                 );
             }
@@ -180,13 +200,12 @@ pub fn render(
             "counter",
             "Failed scrapes per endpoint.",
         );
-        for (address, pod) in &endpoints {
+        for (address, pod_labels) in &endpoints {
             if let Some(o) = map.get(*address) {
                 let _ = writeln!(
                     out,
-                    "llmgw_collector_scrape_errors_total{{endpoint=\"{}\",pod=\"{}\"}} {}",
+                    "llmgw_collector_scrape_errors_total{{endpoint=\"{}\",{pod_labels}}} {}",
                     label(address),
-                    label(pod),
                     o.errors_total
                 );
             }
@@ -197,13 +216,12 @@ pub fn render(
             "gauge",
             "Duration of the endpoint's last scrape.",
         );
-        for (address, pod) in &endpoints {
+        for (address, pod_labels) in &endpoints {
             if let Some(o) = map.get(*address).filter(|o| o.attempted) {
                 let _ = writeln!(
                     out,
-                    "llmgw_collector_scrape_duration_seconds{{endpoint=\"{}\",pod=\"{}\"}} {}",
+                    "llmgw_collector_scrape_duration_seconds{{endpoint=\"{}\",{pod_labels}}} {}",
                     label(address),
-                    label(pod),
                     o.last_duration.as_secs_f64()
                 );
             }
@@ -214,13 +232,12 @@ pub fn render(
             "gauge",
             "Failed scrapes since the last good one.",
         );
-        for (address, pod) in &endpoints {
+        for (address, pod_labels) in &endpoints {
             if let Some(o) = map.get(*address) {
                 let _ = writeln!(
                     out,
-                    "llmgw_collector_consecutive_scrape_failures{{endpoint=\"{}\",pod=\"{}\"}} {}",
+                    "llmgw_collector_consecutive_scrape_failures{{endpoint=\"{}\",{pod_labels}}} {}",
                     label(address),
-                    label(pod),
                     o.consecutive_failures
                 );
             }
@@ -355,6 +372,7 @@ mod tests {
             version: 1,
             pools: vec![Pool {
                 name: "p\"q".into(),
+                namespace: "ns".into(),
                 endpoints: vec![
                     endpoint("a:1", true, 4, 0.5),
                     endpoint("b:1", true, 2, 0.25),
@@ -373,19 +391,71 @@ mod tests {
         obs.retain_addresses(["a:1", "b:1", "c:1"]);
         let text = render(&snapshot, &desired, &obs, &Telemetry::default());
         assert!(
-            text.contains("inference_pool_average_kv_cache_utilization{name=\"p\\\"q\"} 0.375\n"),
+            text.contains(
+                "inference_pool_average_kv_cache_utilization{name=\"p\\\"q\",namespace=\"ns\"} 0.375\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("inference_pool_average_queue_size{name=\"p\\\"q\"} 3\n"));
-        assert!(text.contains("inference_pool_ready_pods{name=\"p\\\"q\"} 2\n"));
-        assert!(text.contains("model_server_pod=\"pod-c:1\",endpoint=\"c:1\"} 99\n"));
         assert!(text
-            .contains("llmgw_collector_scrape_errors_total{endpoint=\"a:1\",pod=\"pod-a:1\"} 0\n"));
+            .contains("inference_pool_average_queue_size{name=\"p\\\"q\",namespace=\"ns\"} 3\n"));
+        assert!(text.contains("inference_pool_ready_pods{name=\"p\\\"q\",namespace=\"ns\"} 2\n"));
+        assert!(text.contains("model_server_pod=\"pod-c:1\",endpoint=\"c:1\"} 99\n"));
+        assert!(text.contains(
+            "llmgw_collector_scrape_errors_total{endpoint=\"a:1\",pod=\"pod-a:1\",namespace=\"ns\"} 0\n"
+        ));
         // Our own parser accepts every line of it (it needs vLLM names to succeed,
         // so check for the "missing metric" outcome rather than a syntax error).
         match parse(Engine::Vllm, &text) {
             Err(crate::metrics_parse::ParseError::Missing(_)) => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn same_named_pools_in_two_namespaces_get_distinct_series() {
+        let pool = |namespace: &str, address: &str| Pool {
+            name: "llm".into(),
+            namespace: namespace.into(),
+            endpoints: vec![Endpoint {
+                address: address.into(),
+                pod: "vllm-0".into(),
+                ready: true,
+                ..Endpoint::default()
+            }],
+            ..Pool::default()
+        };
+        let snapshot = Snapshot {
+            pools: vec![pool("team-a", "a:1"), pool("team-b", "b:1")],
+            ..Snapshot::default()
+        };
+        let desired = DesiredState {
+            pools: vec![],
+            problems: vec![],
+            synced: true,
+        };
+        let obs = Observations::new();
+        obs.retain_addresses(["a:1", "b:1"]);
+        let text = render(&snapshot, &desired, &obs, &Telemetry::default());
+        // Every series (metric name + label set) appears once.
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series))
+            .collect();
+        let mut unique = series.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), series.len(), "duplicate series:\n{text}");
+        for ns in ["team-a", "team-b"] {
+            assert!(
+                text.contains(&format!(
+                    "inference_pool_ready_pods{{name=\"llm\",namespace=\"{ns}\"}} 1\n"
+                )),
+                "{text}"
+            );
+        }
+        assert!(text.contains(
+            "llmgw_collector_scrapes_total{endpoint=\"b:1\",pod=\"vllm-0\",namespace=\"team-b\"}"
+        ));
     }
 }

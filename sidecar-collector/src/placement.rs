@@ -203,7 +203,8 @@ pub struct Placements {
     enabled: bool,
     config: PlacementConfig,
     started: Instant,
-    pools: Mutex<HashMap<String, PrefixPlacements>>,
+    /// By pool (namespace, name).
+    pools: Mutex<HashMap<PoolKey, PrefixPlacements>>,
     changed: AtomicBool,
     /// Woken when a report changed a table (the publisher waits on it).
     pub notify: Notify,
@@ -231,7 +232,7 @@ impl Placements {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, PrefixPlacements>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, PrefixPlacements>> {
         // A panic while holding the lock cannot leave a table half-updated in
         // a way that matters (soft state), so a poisoned lock is still used.
         self.pools.lock().unwrap_or_else(|e| e.into_inner())
@@ -245,23 +246,21 @@ impl Placements {
         }
         let now_ms = self.now_ms();
         // Each pool's ready endpoints, worked out once per report, not per key.
-        let mut ready: HashMap<&str, (&DesiredPool, Vec<&str>)> = HashMap::new();
+        let mut ready: HashMap<usize, Vec<&str>> = HashMap::new();
         let mut pools = self.lock();
         let mut accepted = 0;
         let mut changed = false;
         for s in seen {
-            let Some((pool, ready)) = desired.pools.iter().find(|p| p.name == s.pool).map(|p| {
-                ready
-                    .entry(p.name.as_str())
-                    .or_insert_with(|| (p, ready_addresses(p)))
-            }) else {
+            let Some(index) = reported_pool(desired, s) else {
                 continue;
             };
+            let pool = &desired.pools[index];
+            let ready = ready.entry(index).or_insert_with(|| ready_addresses(pool));
             if !pool.endpoints.iter().any(|e| e.address == s.endpoint) {
                 continue;
             }
             let table = pools
-                .entry(pool.name.clone())
+                .entry(pool_key(pool))
                 .or_insert_with(|| PrefixPlacements::new(self.config.clone()));
             changed |= table.observe(s.key, &s.endpoint, ready, now_ms);
             accepted += 1;
@@ -287,7 +286,7 @@ impl Placements {
         }
         let now_ms = self.now_ms();
         let mut pools = self.lock();
-        let Some(table) = pools.get_mut(&pool.name) else {
+        let Some(table) = pools.get_mut(&pool_key(pool)) else {
             return Vec::new();
         };
         let all: Vec<&str> = pool.endpoints.iter().map(|e| e.address.as_str()).collect();
@@ -298,7 +297,36 @@ impl Placements {
     /// Forgets the tables of pools no longer in the desired state.
     pub fn retain_pools(&self, desired: &DesiredState) {
         self.lock()
-            .retain(|name, _| desired.pools.iter().any(|p| &p.name == name));
+            .retain(|key, _| desired.pools.iter().any(|p| &pool_key(p) == key));
+    }
+}
+
+/// A pool's identity: (namespace, name).
+type PoolKey = (String, String);
+
+fn pool_key(pool: &DesiredPool) -> PoolKey {
+    (pool.namespace.clone(), pool.name.clone())
+}
+
+/// The index of the pool a report names: by namespace and name; a report
+/// without a namespace (a gateway from before pools were namespaced) names
+/// the pool of that name only while exactly one namespace has one.
+fn reported_pool(desired: &DesiredState, seen: &PrefixSeen) -> Option<usize> {
+    if !seen.namespace.is_empty() {
+        return desired
+            .pools
+            .iter()
+            .position(|p| p.namespace == seen.namespace && p.name == seen.pool);
+    }
+    let mut named = desired
+        .pools
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name == seen.pool)
+        .map(|(i, _)| i);
+    match (named.next(), named.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
     }
 }
 
@@ -442,7 +470,46 @@ mod tests {
             pool: pool.into(),
             key,
             endpoint: endpoint.into(),
+            namespace: String::new(),
         }
+    }
+
+    #[test]
+    fn same_named_pools_in_two_namespaces_keep_their_own_tables() {
+        let placements = Placements::new(PlacementConfig::default(), true);
+        let mut state = desired();
+        let mut other = state.pools[0].clone();
+        other.namespace = "team-b".into();
+        other.endpoints[0].address = "c:1".into();
+        other.endpoints[1].address = "d:1".into();
+        state.pools.push(other);
+        let in_ns = |ns: &str, key, endpoint| PrefixSeen {
+            namespace: ns.into(),
+            ..seen("pool", key, endpoint)
+        };
+        let accepted = placements.report(
+            &[
+                in_ns("default", 1, "a:1"),
+                in_ns("team-b", 2, "c:1"),
+                // An endpoint of the other namespace's pool: ignored.
+                in_ns("team-b", 3, "a:1"),
+                in_ns("team-c", 4, "a:1"),
+                // No namespace and two pools of that name: ignored.
+                seen("pool", 5, "a:1"),
+            ],
+            &state,
+        );
+        assert_eq!(accepted, 2);
+        let keys = |pool: &DesiredPool| -> Vec<(u64, u32)> {
+            pool_state::placements::records(&placements.table(pool)).collect()
+        };
+        assert_eq!(keys(&state.pools[0]), vec![(1, 0)]);
+        assert_eq!(keys(&state.pools[1]), vec![(2, 0)]);
+        // Once only one namespace has the name, a bare report finds it.
+        state.pools.truncate(1);
+        placements.retain_pools(&state);
+        assert_eq!(placements.report(&[seen("pool", 5, "a:1")], &state), 1);
+        assert_eq!(keys(&state.pools[0]), vec![(1, 0), (5, 0)]);
     }
 
     #[test]

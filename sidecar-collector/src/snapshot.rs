@@ -318,6 +318,7 @@ mod tests {
             pool: state.pools[0].name.clone(),
             key,
             endpoint: endpoint.into(),
+            namespace: state.pools[0].namespace.clone(),
         };
         placements.report(
             &[seen(5, "10.0.0.2:8000"), seen(2, "10.0.0.1:8000")],
@@ -472,6 +473,7 @@ mod tests {
             pool: "p".into(),
             key: 42,
             endpoint: "10.0.0.2:8000".into(),
+            namespace: String::new(),
         };
         assert_eq!(placements.report(&[seen], &desired()), 1);
         out_rx.changed().await.unwrap();

@@ -190,7 +190,9 @@ async fn collector_follows_pods_load_and_manifests() {
         .await
         .unwrap();
     assert!(
-        metrics.contains(&format!("inference_pool_ready_pods{{name=\"{POOL}\"}} 3")),
+        metrics.contains(&format!(
+            "inference_pool_ready_pods{{name=\"{POOL}\",namespace=\"default\"}} 3"
+        )),
         "{metrics}"
     );
 

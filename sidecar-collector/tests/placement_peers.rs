@@ -108,6 +108,7 @@ fn seen(pool: &str, key: u64, endpoint: &str) -> PrefixSeen {
         pool: pool.into(),
         key,
         endpoint: endpoint.into(),
+        namespace: "default".into(),
     }
 }
 

@@ -121,7 +121,7 @@ impl GatewayHttp {
             ctx,
             body,
             |pool| {
-                let read = shared::read_inflight(inflight::shared_key(key_prefix, &pool.name));
+                let read = shared::read_inflight(inflight::shared_key(key_prefix, &pool.id));
                 let counts = read.table.counts_for(pool);
                 inflight_read = Some(read);
                 counts
@@ -284,14 +284,17 @@ impl GatewayHttp {
 }
 
 /// Queues one affinity-key report; a root context sends it on its next tick.
-fn report_prefix(worker: &Worker, pool: &str, key: u64, endpoint: &str) {
+/// `pool_id` is the pool's `namespace/name`.
+fn report_prefix(worker: &Worker, pool_id: &str, key: u64, endpoint: &str) {
     let Some(queue) = worker.report_queue else {
         return;
     };
+    let (namespace, name) = crate::pool_id::split(pool_id);
     let seen = pool_state::PrefixSeen {
-        pool: pool.to_owned(),
+        pool: name.to_owned(),
         key,
         endpoint: endpoint.to_owned(),
+        namespace: namespace.to_owned(),
     };
     if let Err(status) = hostcalls::enqueue_shared_queue(queue, Some(&seen.encode_to_vec())) {
         log(
