@@ -14,8 +14,8 @@ use pool_state::{Criticality, FailureMode, ModelRule, Objective, WeightedTarget}
 use crate::discovery::{Inventory, Stored};
 use crate::metrics_parse::Engine;
 use crate::resources::{
-    LabelSelector, ObjectMeta, Pod, PoolRef, Resource, ENGINE_TYPE_LABEL, GROUP_V1, GROUP_X,
-    PORT_MAP_ANNOTATION,
+    LabelSelector, ObjectMeta, Pod, PoolRef, Resource, ENGINE_TYPE_LABEL, GROUP_LLMD, GROUP_V1,
+    GROUP_X, PORT_MAP_ANNOTATION,
 };
 
 /// Upper bound of a target weight, as in the GIE CRDs.
@@ -122,7 +122,11 @@ pub fn build(inventory: &Inventory) -> DesiredState {
     let mut generic: Vec<Vec<ModelRule>> = vec![Vec::new(); pools.len()];
     let mut model_owner: HashMap<(usize, String), String> = HashMap::new();
     let mut objective_owner: HashMap<(usize, String), String> = HashMap::new();
+    let shadowed = shadowed_across_groups(&objects, &mut problems);
     for stored in &objects {
+        if shadowed.contains(&std::ptr::from_ref::<Stored>(stored)) {
+            continue;
+        }
         let resource = &stored.resource;
         let source = resource.display_name();
         let mut report = |message: String| {
@@ -158,7 +162,7 @@ pub fn build(inventory: &Inventory) -> DesiredState {
                 model_owner.insert(key, source.clone());
                 rules[pool].push(rule);
             }
-            Resource::Rewrite(rewrite) => {
+            Resource::Rewrite(_, rewrite) => {
                 let pool = match resolve(&rewrite.metadata, &rewrite.spec.pool_ref) {
                     Ok(pool) => pool,
                     Err(msg) => {
@@ -223,6 +227,59 @@ pub fn build(inventory: &Inventory) -> DesiredState {
         problems,
         synced: inventory.synced,
     }
+}
+
+/// InferenceObjectives and InferenceModelRewrites exist in several API
+/// groups (`llm-d.ai/v1alpha2` today; `inference.networking.x-k8s.io/v1alpha2`
+/// and `inference.networking.k8s.io/v1alpha1` before GIE v1.6). When one
+/// object (kind, namespace, name) exists in more than one, one copy is used:
+/// the `llm-d.ai` one, else the oldest (then the group name, so the choice
+/// never depends on the order objects arrived in). The others are reported,
+/// naming the copy and group that won, and skipped.
+fn shadowed_across_groups(
+    objects: &[&Stored],
+    problems: &mut Vec<Problem>,
+) -> HashSet<*const Stored> {
+    let mut copies: HashMap<(&str, &str, &str), Vec<(&str, &Stored)>> = HashMap::new();
+    for stored in objects {
+        let (group, kind) = match &stored.resource {
+            Resource::Objective(group, _) => (group.as_str(), "InferenceObjective"),
+            Resource::Rewrite(group, _) => (group.as_str(), "InferenceModelRewrite"),
+            _ => continue,
+        };
+        let meta = stored.resource.meta();
+        copies
+            .entry((kind, namespace(meta), meta.name.as_str()))
+            .or_default()
+            .push((group, stored));
+    }
+    let mut shadowed = HashSet::new();
+    for (_, mut copies) in copies.into_iter().filter(|(_, c)| c.len() > 1) {
+        copies.sort_by_key(|(group, stored)| {
+            (
+                *group != GROUP_LLMD,
+                stored
+                    .resource
+                    .meta()
+                    .creation_timestamp
+                    .clone()
+                    .unwrap_or_default(),
+                *group,
+            )
+        });
+        let (winner_group, winner) = copies[0];
+        for (_, loser) in &copies[1..] {
+            shadowed.insert(std::ptr::from_ref::<Stored>(loser));
+            problems.push(Problem {
+                object: loser.resource.qualified_name(),
+                message: format!(
+                    "the same object exists in API group {winner_group}: {} is used ({GROUP_LLMD} first, then the oldest)",
+                    winner.resource.qualified_name()
+                ),
+            });
+        }
+    }
+    shadowed
 }
 
 fn age_key(stored: &Stored) -> (&str, u64, String) {
@@ -973,6 +1030,213 @@ mod tests {
             .collect();
         assert_eq!(objectives, vec![("batch", -5), ("food", 10), ("plain", 0)]);
         assert_eq!(state.problems.len(), 1);
-        assert!(state.problems[0].message.contains("duplicate objective"));
+        assert_eq!(
+            state.problems[0].object,
+            "InferenceObjective.inference.networking.x-k8s.io/default/food"
+        );
+        assert!(
+            state.problems[0]
+                .message
+                .contains("InferenceObjective.inference.networking.k8s.io/default/food is used"),
+            "{}",
+            state.problems[0]
+        );
+    }
+
+    fn rewrite_in(
+        group_version: &str,
+        name: &str,
+        created: &str,
+        rules: serde_json::Value,
+    ) -> serde_json::Value {
+        json!({"apiVersion":group_version,"kind":"InferenceModelRewrite",
+            "metadata":{"name":name,"creationTimestamp":created},
+            "spec":{"poolRef":{"name":"p"},"rules":rules}})
+    }
+
+    #[test]
+    fn llm_d_objects_join_the_older_groups_under_the_same_precedence() {
+        const LLMD: &str = "llm-d.ai/v1alpha2";
+        const X: &str = "inference.networking.x-k8s.io/v1alpha2";
+        let objective = |group_version: &str, name: &str, priority: i64, created: &str| {
+            json!({"apiVersion":group_version,"kind":"InferenceObjective",
+                "metadata":{"name":name,"creationTimestamp":created},
+                "spec":{"priority":priority,"poolRef":{"name":"p","group":"inference.networking.k8s.io"}}})
+        };
+        let state = build(&inventory(vec![
+            pool_v1("p", json!({"app":"a"}), &[8000]),
+            // Exact rules: the InferenceModel (oldest), then the llm-d.ai
+            // rewrite, then the x-k8s.io one; generic rules after them.
+            rewrite_in(
+                X,
+                "exact-x",
+                "2025-03-01T00:00:00Z",
+                json!([{"matches":[{"model":{"value":"chat"}}],"targets":[{"modelRewrite":"chat-x"}]}]),
+            ),
+            rewrite_in(
+                LLMD,
+                "exact-llmd",
+                "2025-02-01T00:00:00Z",
+                json!([{"matches":[{"model":{"type":"Exact","value":"chat"}}],
+                        "targets":[{"modelRewrite":"chat-v1","weight":90},{"modelRewrite":"chat-v2","weight":10}]}]),
+            ),
+            rewrite_in(
+                LLMD,
+                "generic-llmd",
+                "2025-01-15T00:00:00Z",
+                json!([{"targets":[{"modelRewrite":"base"}]}]),
+            ),
+            model(
+                "chat-model",
+                "p",
+                "chat",
+                "2025-01-01T00:00:00Z",
+                json!([{"name":"chat-im","weight":1}]),
+            ),
+            objective(LLMD, "batch", -1, "2025-01-01T00:00:00Z"),
+            objective(X, "interactive", 5, "2025-01-01T00:00:00Z"),
+        ]));
+        assert!(state.problems.is_empty(), "{:?}", state.problems);
+        let rules: Vec<(&str, &str)> = state.pools[0]
+            .model_rules
+            .iter()
+            .map(|r| (r.model.as_str(), r.source.as_str()))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                ("chat", "InferenceModel/default/chat-model"),
+                ("chat", "InferenceModelRewrite/default/exact-llmd"),
+                ("chat", "InferenceModelRewrite/default/exact-x"),
+                ("", "InferenceModelRewrite/default/generic-llmd"),
+            ]
+        );
+        assert_eq!(
+            state.pools[0].model_rules[1]
+                .targets
+                .iter()
+                .map(|t| (t.model.as_str(), t.weight))
+                .collect::<Vec<_>>(),
+            vec![("chat-v1", 90), ("chat-v2", 10)]
+        );
+        let objectives: Vec<(&str, i32)> = state.pools[0]
+            .objectives
+            .iter()
+            .map(|o| (o.name.as_str(), o.priority))
+            .collect();
+        assert_eq!(objectives, vec![("batch", -1), ("interactive", 5)]);
+    }
+
+    #[test]
+    fn the_same_object_in_two_groups_is_used_once_and_llm_d_wins() {
+        const LLMD: &str = "llm-d.ai/v1alpha2";
+        const X: &str = "inference.networking.x-k8s.io/v1alpha2";
+        const V1ALPHA1: &str = "inference.networking.k8s.io/v1alpha1";
+        let objective = |group_version: &str, priority: i64, created: &str| {
+            json!({"apiVersion":group_version,"kind":"InferenceObjective",
+                "metadata":{"name":"food","creationTimestamp":created},
+                "spec":{"priority":priority,"poolRef":{"name":"p"}}})
+        };
+        let canary = |group_version: &str, target: &str, created: &str| {
+            rewrite_in(
+                group_version,
+                "canary",
+                created,
+                json!([{"matches":[{"model":{"value":"m"}}],"targets":[{"modelRewrite":target}]}]),
+            )
+        };
+        // Whatever order they arrive in, the llm-d.ai copies win, although
+        // they are the newest.
+        let objects = vec![
+            pool_v1("p", json!({"app":"a"}), &[8000]),
+            objective(X, 1, "2025-01-01T00:00:00Z"),
+            objective(LLMD, 3, "2025-03-01T00:00:00Z"),
+            objective(V1ALPHA1, 2, "2025-01-01T00:00:00Z"),
+            canary(X, "m-x", "2025-01-01T00:00:00Z"),
+            canary(LLMD, "m-llmd", "2025-02-01T00:00:00Z"),
+        ];
+        let mut reversed = objects.clone();
+        reversed[1..].reverse();
+        for objects in [objects, reversed] {
+            let state = build(&inventory(objects));
+            let pool = &state.pools[0];
+            assert_eq!(
+                pool.objectives
+                    .iter()
+                    .map(|o| (o.name.as_str(), o.priority))
+                    .collect::<Vec<_>>(),
+                vec![("food", 3)]
+            );
+            assert_eq!(pool.model_rules.len(), 1);
+            assert_eq!(pool.model_rules[0].targets[0].model, "m-llmd");
+            let msgs: Vec<String> = state.problems.iter().map(|p| p.to_string()).collect();
+            assert_eq!(
+                msgs,
+                vec![
+                    "InferenceModelRewrite.inference.networking.x-k8s.io/default/canary: the same object exists in API group llm-d.ai: InferenceModelRewrite.llm-d.ai/default/canary is used (llm-d.ai first, then the oldest)",
+                    "InferenceObjective.inference.networking.k8s.io/default/food: the same object exists in API group llm-d.ai: InferenceObjective.llm-d.ai/default/food is used (llm-d.ai first, then the oldest)",
+                    "InferenceObjective.inference.networking.x-k8s.io/default/food: the same object exists in API group llm-d.ai: InferenceObjective.llm-d.ai/default/food is used (llm-d.ai first, then the oldest)",
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn same_named_pools_in_two_namespaces_keep_their_pods_and_objects() {
+        let in_ns = |mut value: serde_json::Value, ns: &str| {
+            value["metadata"]["namespace"] = json!(ns);
+            value
+        };
+        let objective = |priority: i64| {
+            json!({"apiVersion":"llm-d.ai/v1alpha2","kind":"InferenceObjective",
+                "metadata":{"name":"batch"},"spec":{"priority":priority,"poolRef":{"name":"llm"}}})
+        };
+        let state = build(&inventory(vec![
+            in_ns(pool_v1("llm", json!({"app":"vllm"}), &[8000]), "team-a"),
+            in_ns(pool_v1("llm", json!({"app":"vllm"}), &[8000]), "team-b"),
+            in_ns(
+                pod("vllm-0", "10.0.0.1", json!({"app":"vllm"}), true),
+                "team-a",
+            ),
+            in_ns(
+                pod("vllm-0", "10.0.1.1", json!({"app":"vllm"}), true),
+                "team-b",
+            ),
+            in_ns(objective(-1), "team-a"),
+            in_ns(objective(7), "team-b"),
+        ]));
+        assert!(state.problems.is_empty(), "{:?}", state.problems);
+        let pools: Vec<(&str, &str, &str, i32)> = state
+            .pools
+            .iter()
+            .map(|p| {
+                (
+                    p.namespace.as_str(),
+                    p.name.as_str(),
+                    p.endpoints[0].address.as_str(),
+                    p.objectives[0].priority,
+                )
+            })
+            .collect();
+        assert_eq!(
+            pools,
+            vec![
+                ("team-a", "llm", "10.0.0.1:8000", -1),
+                ("team-b", "llm", "10.0.1.1:8000", 7)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_v1_pool_without_endpoint_picker_ref_fails_closed() {
+        // GIE v1.6 made endpointPickerRef optional; its failureMode defaults
+        // to FailClose.
+        let state = build(&inventory(vec![
+            pool_v1("p", json!({"app":"a"}), &[8000]),
+            pod("a-1", "10.0.0.1", json!({"app":"a"}), true),
+        ]));
+        assert!(state.problems.is_empty(), "{:?}", state.problems);
+        assert_eq!(state.pools[0].failure_mode, FailureMode::FailClose);
+        assert_eq!(state.pools[0].endpoints[0].address, "10.0.0.1:8000");
     }
 }

@@ -13,6 +13,9 @@ use serde_json::Value;
 
 pub const GROUP_V1: &str = "inference.networking.k8s.io";
 pub const GROUP_X: &str = "inference.networking.x-k8s.io";
+/// llm-d-router's group: InferenceObjective and InferenceModelRewrite live
+/// here (`v1alpha2`) since GIE v1.6 removed them from [`GROUP_X`].
+pub const GROUP_LLMD: &str = "llm-d.ai";
 
 /// Pod label naming the model server engine (vllm, sglang, trtllm).
 pub const ENGINE_TYPE_LABEL: &str = "inference.networking.k8s.io/engine-type";
@@ -114,7 +117,7 @@ pub struct InferenceModelSpec {
     pub pool_ref: PoolRef,
 }
 
-/// InferenceObjective, in either group.
+/// InferenceObjective, in any of its groups.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceObjectiveSpec {
@@ -152,7 +155,8 @@ pub struct RewriteRule {
     pub targets: Vec<RewriteTarget>,
 }
 
-/// InferenceModelRewrite `inference.networking.x-k8s.io/v1alpha2`.
+/// InferenceModelRewrite `inference.networking.x-k8s.io/v1alpha2` or
+/// `llm-d.ai/v1alpha2` (the same schema).
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct InferenceModelRewriteSpec {
@@ -214,9 +218,10 @@ pub enum Resource {
     PoolV1(Object<PoolSpecV1>),
     PoolV1Alpha2(Object<PoolSpecV1Alpha2>),
     Model(Object<InferenceModelSpec>),
-    /// The group is kept: an objective may exist in both groups under one name.
+    /// The group is kept: an objective may exist in several groups under one name.
     Objective(String, Object<InferenceObjectiveSpec>),
-    Rewrite(Object<InferenceModelRewriteSpec>),
+    /// The group is kept, as for objectives.
+    Rewrite(String, Object<InferenceModelRewriteSpec>),
     Pod(Pod),
 }
 
@@ -228,18 +233,24 @@ pub enum Kind {
     Model,
     ObjectiveX,
     ObjectiveV1Alpha1,
+    /// `llm-d.ai/v1alpha2`.
+    ObjectiveLlmD,
     Rewrite,
+    /// `llm-d.ai/v1alpha2`.
+    RewriteLlmD,
     Pod,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 9] = [
         Kind::PoolV1,
         Kind::PoolV1Alpha2,
         Kind::Model,
         Kind::ObjectiveX,
         Kind::ObjectiveV1Alpha1,
+        Kind::ObjectiveLlmD,
         Kind::Rewrite,
+        Kind::RewriteLlmD,
         Kind::Pod,
     ];
 
@@ -261,8 +272,20 @@ impl Kind {
                 "InferenceObjective",
                 "inferenceobjectives",
             ),
+            Kind::ObjectiveLlmD => (
+                GROUP_LLMD,
+                "v1alpha2",
+                "InferenceObjective",
+                "inferenceobjectives",
+            ),
             Kind::Rewrite => (
                 GROUP_X,
+                "v1alpha2",
+                "InferenceModelRewrite",
+                "inferencemodelrewrites",
+            ),
+            Kind::RewriteLlmD => (
+                GROUP_LLMD,
                 "v1alpha2",
                 "InferenceModelRewrite",
                 "inferencemodelrewrites",
@@ -323,7 +346,15 @@ impl Resource {
             Kind::ObjectiveV1Alpha1 => {
                 serde_json::from_value(value).map(|o| Resource::Objective(GROUP_V1.into(), o))
             }
-            Kind::Rewrite => serde_json::from_value(value).map(Resource::Rewrite),
+            Kind::ObjectiveLlmD => {
+                serde_json::from_value(value).map(|o| Resource::Objective(GROUP_LLMD.into(), o))
+            }
+            Kind::Rewrite => {
+                serde_json::from_value(value).map(|o| Resource::Rewrite(GROUP_X.into(), o))
+            }
+            Kind::RewriteLlmD => {
+                serde_json::from_value(value).map(|o| Resource::Rewrite(GROUP_LLMD.into(), o))
+            }
             Kind::Pod => serde_json::from_value(value).map(Resource::Pod),
         };
         match typed {
@@ -341,7 +372,7 @@ impl Resource {
             Resource::PoolV1Alpha2(o) => &o.metadata,
             Resource::Model(o) => &o.metadata,
             Resource::Objective(_, o) => &o.metadata,
-            Resource::Rewrite(o) => &o.metadata,
+            Resource::Rewrite(_, o) => &o.metadata,
             Resource::Pod(p) => &p.metadata,
         }
     }
@@ -352,7 +383,7 @@ impl Resource {
             Resource::PoolV1Alpha2(o) => &mut o.metadata,
             Resource::Model(o) => &mut o.metadata,
             Resource::Objective(_, o) => &mut o.metadata,
-            Resource::Rewrite(o) => &mut o.metadata,
+            Resource::Rewrite(_, o) => &mut o.metadata,
             Resource::Pod(p) => &mut p.metadata,
         }
     }
@@ -363,10 +394,29 @@ impl Resource {
             Resource::PoolV1Alpha2(_) => Kind::PoolV1Alpha2,
             Resource::Model(_) => Kind::Model,
             Resource::Objective(group, _) if group == GROUP_X => Kind::ObjectiveX,
+            Resource::Objective(group, _) if group == GROUP_LLMD => Kind::ObjectiveLlmD,
             Resource::Objective(_, _) => Kind::ObjectiveV1Alpha1,
-            Resource::Rewrite(_) => Kind::Rewrite,
+            Resource::Rewrite(group, _) if group == GROUP_LLMD => Kind::RewriteLlmD,
+            Resource::Rewrite(_, _) => Kind::Rewrite,
             Resource::Pod(_) => Kind::Pod,
         }
+    }
+
+    /// `Kind.group/namespace/name` (kubectl's `kind.group`): how messages
+    /// name an object that exists in several API groups.
+    pub fn qualified_name(&self) -> String {
+        let (group, _, kind, _) = self.kind().api();
+        let meta = self.meta();
+        let kind = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
+        format!(
+            "{kind}/{}/{}",
+            meta.namespace.as_deref().unwrap_or("default"),
+            meta.name
+        )
     }
 
     /// `Kind/namespace/name`, how logs and rule sources name an object.
@@ -410,6 +460,28 @@ mod tests {
         };
         assert_eq!(r.kind(), Kind::PoolV1Alpha2);
         assert_eq!(r.display_name(), "InferencePool/default/q");
+    }
+
+    #[test]
+    fn types_llm_d_objectives_and_rewrites_keeping_their_group() {
+        for (kind_name, kind) in [
+            ("InferenceObjective", Kind::ObjectiveLlmD),
+            ("InferenceModelRewrite", Kind::RewriteLlmD),
+        ] {
+            let value = json!({"apiVersion":"llm-d.ai/v1alpha2","kind":kind_name,
+                "metadata":{"name":"o","namespace":"ns"},"spec":{"poolRef":{"name":"p"}}});
+            let Parsed::Ok(r) = Resource::from_value(value) else {
+                panic!("{kind_name}")
+            };
+            assert_eq!(r.kind(), kind);
+            assert_eq!(r.display_name(), format!("{kind_name}/ns/o"));
+            assert_eq!(r.qualified_name(), format!("{kind_name}.llm-d.ai/ns/o"));
+        }
+        assert_eq!(
+            Kind::of("llm-d.ai/v1alpha1", "InferenceObjective"),
+            None,
+            "only the served version"
+        );
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Kubernetes mode against a local HTTP server that replays recorded
 //! list/watch responses: a dropped watch connection (resume from the last
 //! resourceVersion), a 410 Gone (re-list, objects missing from it vanish),
-//! terminating pods, and CRDs the server does not serve (404).
+//! terminating pods, API discovery (only kinds whose CRD is installed are
+//! listed; one installed later is picked up), and llm-d.ai objects beside
+//! the older groups.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -54,11 +56,45 @@ fn full(status: u16, value: Value) -> Response<Body> {
         .unwrap()
 }
 
+/// API discovery of `/apis/<group>/<version>`: the resources some script
+/// serves under it (as if their CRDs were installed); 404 when none.
+fn discovery(server: &ApiServer, path: &str) -> Option<Response<Body>> {
+    let group_version = path.strip_prefix("/apis/")?;
+    if group_version.split('/').count() != 2 {
+        return None;
+    }
+    let mut plurals: Vec<&str> = server
+        .scripts
+        .keys()
+        .filter(|p| p.starts_with(&format!("{path}/")))
+        .filter_map(|p| p.rsplit('/').next())
+        .collect();
+    plurals.sort_unstable();
+    plurals.dedup();
+    let resources: Vec<Value> = plurals
+        .iter()
+        .map(|plural| {
+            json!({"name":plural,"singularName":"","namespaced":true,"kind":"Custom",
+                "verbs":["get","list","watch"]})
+        })
+        .collect();
+    (!resources.is_empty()).then(|| {
+        full(
+            200,
+            json!({"kind":"APIResourceList","apiVersion":"v1","groupVersion":group_version,
+                "resources":resources}),
+        )
+    })
+}
+
 fn handle(server: &Arc<Mutex<ApiServer>>, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
     let mut server = server.lock().unwrap();
     server.log.push(format!("{path}?{query}"));
+    if let Some(response) = discovery(&server, &path) {
+        return response;
+    }
     let Some(script) = server.scripts.get_mut(&path) else {
         return full(
             404,
@@ -201,6 +237,22 @@ async fn watchers_follow_pods_through_a_drop_and_a_410() {
             watches: VecDeque::new(),
         },
     );
+    // The same objective in llm-d.ai (newer, priority -3): the llm-d.ai copy wins.
+    let llmd_objectives = "/apis/llm-d.ai/v1alpha2/namespaces/default/inferenceobjectives";
+    server.scripts.insert(
+        llmd_objectives.into(),
+        Script {
+            lists: VecDeque::from([list(
+                "InferenceObjectiveList",
+                "30",
+                vec![json!({
+            "metadata":{"name":"batch","namespace":"default","resourceVersion":"30",
+                        "creationTimestamp":"2025-06-01T00:00:00Z"},
+            "spec":{"priority":-3,"poolRef":{"name":"pool","group":"inference.networking.k8s.io"}}})],
+            )]),
+            watches: VecDeque::new(),
+        },
+    );
     let pods = "/api/v1/namespaces/default/pods";
     let mut terminating = pod("c", "10.0.0.3", true, "201");
     terminating["metadata"]["deletionTimestamp"] = json!("2025-01-02T00:00:00Z");
@@ -244,7 +296,12 @@ async fn watchers_follow_pods_through_a_drop_and_a_410() {
     let config = kube::Config::new(url.parse().unwrap());
     let client = kube::Client::try_from(config).unwrap();
     let (tx, mut rx) = watch::channel(Arc::new(Inventory::default()));
-    let discovery = tokio::spawn(discovery::kube::run(client, Some("default".into()), tx));
+    let discovery = tokio::spawn(discovery::kube::run_with_recheck(
+        client,
+        Some("default".into()),
+        tx,
+        Duration::from_millis(200),
+    ));
 
     let state = wait_for(&mut rx, "the initial lists", |s| {
         s.synced && !s.pools.is_empty()
@@ -254,7 +311,17 @@ async fn watchers_follow_pods_through_a_drop_and_a_410() {
         state.pools[0].failure_mode,
         pool_state::FailureMode::FailOpen
     );
-    assert_eq!(state.pools[0].objectives[0].priority, -1);
+    // The llm-d.ai copy of "batch" wins over the x-k8s.io one, and says so.
+    assert_eq!(state.pools[0].objectives.len(), 1);
+    assert_eq!(state.pools[0].objectives[0].priority, -3);
+    assert!(
+        state.problems.iter().any(|p| p.object
+            == "InferenceObjective.inference.networking.x-k8s.io/default/batch"
+            && p.message
+                .contains("InferenceObjective.llm-d.ai/default/batch is used")),
+        "{:?}",
+        state.problems
+    );
 
     wait_for(&mut rx, "watch events (b added, a not ready)", |s| {
         endpoints(s)
@@ -295,8 +362,53 @@ async fn watchers_follow_pods_through_a_drop_and_a_410() {
         watches[2].contains("resourceVersion=200"),
         "watch after the re-list: {watches:#?}"
     );
-    // Unserved kinds (404) did not block the sync.
-    assert!(log.iter().any(|l| l.contains("inferencemodelrewrites")));
+    // Kinds whose CRD is not installed were asked about (API discovery) but
+    // never listed or watched, and did not block the sync.
+    assert!(
+        log.iter()
+            .any(|l| l == "/apis/inference.networking.x-k8s.io/v1alpha2?"),
+        "{log:#?}"
+    );
+    assert!(
+        !log.iter().any(|l| l.contains("inferencemodelrewrites")
+            || l.contains("inferencemodels")
+            || l.contains("/apis/inference.networking.k8s.io/v1alpha1/")),
+        "an uninstalled kind was listed: {log:#?}"
+    );
+
+    // A CRD installed later (llm-d.ai InferenceModelRewrite) is found by the
+    // next discovery round and its objects apply.
+    let rewrites = "/apis/llm-d.ai/v1alpha2/namespaces/default/inferencemodelrewrites";
+    server.lock().unwrap().scripts.insert(
+        rewrites.into(),
+        Script {
+            lists: VecDeque::from([list(
+                "InferenceModelRewriteList",
+                "40",
+                vec![json!({
+            "metadata":{"name":"canary","namespace":"default","resourceVersion":"40"},
+            "spec":{"poolRef":{"name":"pool"},"rules":[{"matches":[{"model":{"type":"Exact","value":"m"}}],
+                    "targets":[{"modelRewrite":"m-v1","weight":90},{"modelRewrite":"m-v2","weight":10}]}]}})],
+            )]),
+            watches: VecDeque::new(),
+        },
+    );
+    let state = wait_for(&mut rx, "the llm-d.ai rewrite installed later", |s| {
+        s.pools.first().is_some_and(|p| !p.model_rules.is_empty())
+    })
+    .await;
+    let rule = &state.pools[0].model_rules[0];
+    assert_eq!(
+        (rule.model.as_str(), rule.source.as_str()),
+        ("m", "InferenceModelRewrite/default/canary")
+    );
+    assert_eq!(
+        rule.targets
+            .iter()
+            .map(|t| (t.model.as_str(), t.weight))
+            .collect::<Vec<_>>(),
+        vec![("m-v1", 90), ("m-v2", 10)]
+    );
 
     discovery.abort();
     server_task.abort();

@@ -1,15 +1,22 @@
 //! Kubernetes mode: one kube-rs watcher per resource kind (InferencePool in
-//! both groups, InferenceModel, InferenceObjective in both groups,
-//! InferenceModelRewrite, Pod), namespace-scoped or cluster-wide.
+//! both groups, InferenceModel, InferenceObjective and InferenceModelRewrite in
+//! each of their groups, Pod), namespace-scoped or cluster-wide.
+//!
+//! A custom kind is watched only where the API server serves it: API
+//! discovery (`GET /apis/<group>/<version>`) says whether its CRD is
+//! installed. A kind that is not served counts as empty (not an error; one
+//! log line) and is looked for again every [`DISCOVERY_RECHECK`], so a CRD
+//! installed later is picked up, and one removed later (the watch gets 404)
+//! goes back to that state.
 //!
 //! Watchers re-list after a watch expires (410 Gone) and resume after a
 //! dropped connection, with kube's default backoff. Each kind keeps its own
 //! map; a re-list replaces the map atomically at `InitDone`, so objects deleted
-//! while the watch was down disappear. A kind the API server does not serve
-//! (CRD not installed: 404) counts as empty and is retried in the background.
+//! while the watch was down disappear.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
@@ -50,9 +57,22 @@ struct KindState {
     synced: bool,
 }
 
+/// How often a kind the API server does not serve is looked for again.
+pub const DISCOVERY_RECHECK: Duration = Duration::from_secs(30);
+
 /// Watches every kind with `client` (in `namespace`, or all namespaces) and
 /// publishes the combined inventory on `out` until it closes.
 pub async fn run(client: Client, namespace: Option<String>, out: watch::Sender<Arc<Inventory>>) {
+    run_with_recheck(client, namespace, out, DISCOVERY_RECHECK).await
+}
+
+/// [`run`], looking for kinds that are not served every `recheck`.
+pub async fn run_with_recheck(
+    client: Client,
+    namespace: Option<String>,
+    out: watch::Sender<Arc<Inventory>>,
+    recheck: Duration,
+) {
     let (tx, mut rx) = mpsc::channel::<(Kind, Update)>(1024);
     let mut tasks = Vec::new();
     for kind in Kind::ALL {
@@ -61,6 +81,7 @@ pub async fn run(client: Client, namespace: Option<String>, out: watch::Sender<A
             namespace.clone(),
             kind,
             tx.clone(),
+            recheck,
         )));
     }
     drop(tx);
@@ -197,21 +218,95 @@ fn convert(kind: Kind, object: DynamicObject) -> (String, Converted) {
     (key, converted)
 }
 
+/// Whether the API server serves a kind.
+enum Served {
+    Yes,
+    No,
+    /// Discovery itself failed (not a 404); the reason.
+    Unknown(String),
+}
+
+/// API discovery for one kind: its group/version lists its plural. Core
+/// kinds (Pod) are always served.
+async fn served(client: &Client, kind: Kind) -> Served {
+    let (group, version, _, plural) = kind.api();
+    if group.is_empty() {
+        return Served::Yes;
+    }
+    match client
+        .list_api_group_resources(&format!("{group}/{version}"))
+        .await
+    {
+        Ok(list) if list.resources.iter().any(|r| r.name == plural) => Served::Yes,
+        Ok(_) => Served::No,
+        Err(kube::Error::Api(status)) if status.code == 404 => Served::No,
+        Err(err) => Served::Unknown(err.to_string()),
+    }
+}
+
+/// How one watch of a served kind ended.
+enum WatchEnded {
+    /// The aggregator is gone: stop.
+    Closed,
+    /// The API server stopped serving the kind (404: CRD removed).
+    NotServed,
+}
+
 async fn watch_kind(
     client: Client,
     namespace: Option<String>,
     kind: Kind,
     tx: mpsc::Sender<(Kind, Update)>,
+    recheck: Duration,
 ) {
+    let (group, version, kind_name, _) = kind.api();
+    loop {
+        let mut absent = false;
+        loop {
+            match served(&client, kind).await {
+                Served::Yes => break,
+                Served::No => {
+                    if !absent {
+                        tracing::info!(kind = %kind_name, group = %group, version = %version,
+                            "not served by the API server (CRD not installed): not watched, treated as empty; checking again every {recheck:?}");
+                        if tx.send((kind, Update::Unavailable)).await.is_err() {
+                            return;
+                        }
+                        absent = true;
+                    }
+                    tokio::time::sleep(recheck).await;
+                }
+                Served::Unknown(err) => {
+                    tracing::warn!(kind = %kind_name, group = %group, version = %version, error = %err,
+                        "API discovery failed; watching the kind anyway");
+                    break;
+                }
+            }
+        }
+        if absent {
+            tracing::info!(kind = %kind_name, group = %group, version = %version, "now served; watching");
+        }
+        match watch_served(&client, &namespace, kind, &tx).await {
+            WatchEnded::Closed => return,
+            WatchEnded::NotServed => tokio::time::sleep(recheck).await,
+        }
+    }
+}
+
+async fn watch_served(
+    client: &Client,
+    namespace: &Option<String>,
+    kind: Kind,
+    tx: &mpsc::Sender<(Kind, Update)>,
+) -> WatchEnded {
     let resource = api_resource(kind);
-    let api: Api<DynamicObject> = match &namespace {
-        Some(ns) => Api::namespaced_with(client, ns, &resource),
-        None => Api::all_with(client, &resource),
+    let api: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
     };
     let mut stream = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut reported_unavailable = false;
     while let Some(item) = stream.next().await {
         let update = match item {
             Ok(Event::Init) => Update::Init,
@@ -219,10 +314,7 @@ async fn watch_kind(
                 let (key, converted) = convert(kind, object);
                 Update::InitApply(key, converted)
             }
-            Ok(Event::InitDone) => {
-                reported_unavailable = false;
-                Update::InitDone
-            }
+            Ok(Event::InitDone) => Update::InitDone,
             Ok(Event::Apply(object)) => {
                 let (key, converted) = convert(kind, object);
                 Update::Apply(key, converted)
@@ -234,11 +326,11 @@ async fn watch_kind(
             Err(watcher::Error::InitialListFailed(kube::Error::Api(status)))
                 if status.code == 404 =>
             {
-                if !reported_unavailable {
-                    tracing::info!(kind = ?kind, "the API server does not serve this kind (CRD not installed?); treating it as empty and retrying");
-                    reported_unavailable = true;
+                tracing::info!(kind = ?kind, "the API server stopped serving this kind (CRD removed?); treating it as empty");
+                if tx.send((kind, Update::Unavailable)).await.is_err() {
+                    return WatchEnded::Closed;
                 }
-                Update::Unavailable
+                return WatchEnded::NotServed;
             }
             Err(err) => {
                 let hint = match &err {
@@ -255,9 +347,10 @@ async fn watch_kind(
             }
         };
         if tx.send((kind, update)).await.is_err() {
-            return;
+            return WatchEnded::Closed;
         }
     }
+    WatchEnded::Closed
 }
 
 #[cfg(test)]
