@@ -162,7 +162,8 @@ impl Collector {
     }
 
     /// Waits until every pod appears, ready and freshly scraped, in the pool
-    /// the caller expects it in (`None`: in any pool).
+    /// the caller expects it in (`namespace/name`, or a name in any namespace;
+    /// `None`: in any pool).
     pub async fn wait_for_pods(&self, expected: &[(&str, SocketAddr)]) -> Result<()> {
         let expected: Vec<(Option<&str>, SocketAddr)> = expected
             .iter()
@@ -180,7 +181,11 @@ impl Collector {
                 let ready = snapshot
                     .pools
                     .iter()
-                    .filter(|p| pool.is_none_or(|name| p.name == name))
+                    .filter(|p| {
+                        pool.is_none_or(|pool| {
+                            p.name == pool || format!("{}/{}", p.namespace, p.name) == pool
+                        })
+                    })
                     .flat_map(|p| &p.endpoints)
                     .any(|e| e.address == address && e.ready && e.metrics_age_ms < 1000);
                 if !ready {

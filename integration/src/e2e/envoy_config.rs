@@ -74,7 +74,12 @@ impl EnvoyConfig {
             collector_grpc: "127.0.0.1:9002".parse().expect("literal"),
             wasm_filter: true,
             wasm_path: "target/gateway_filter.wasm".to_string(),
-            plugin_config: serde_json::json!({ "collector_cluster": COLLECTOR_CLUSTER }),
+            // examples/llm-d/ has a pool of the GKE pool's name in namespace
+            // llm-d, so the GKE route names its pool's namespace.
+            plugin_config: serde_json::json!({
+                "collector_cluster": COLLECTOR_CLUSTER,
+                "cluster_pools": {"vllm-llama3.1-8b-instruct": "default/vllm-llama3.1-8b-instruct"},
+            }),
             routes: vec![
                 Route::to_pool(
                     "GKE guide: one InferencePool with LoRA adapters and InferenceObjectives.",

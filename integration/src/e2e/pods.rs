@@ -17,6 +17,8 @@ pub const PORT_MAP_ANNOTATION: &str = "llm-gateway.io/port-map";
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimPod {
     pub name: String,
+    /// `metadata.namespace` (InferencePools select pods in their own namespace).
+    pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub pod_ip: Ipv4Addr,
     /// The port the InferencePool targets (the manifests use 8000).
@@ -33,6 +35,7 @@ impl SimPod {
     pub fn local(name: &str, labels: &[(&str, &str)], host_port: u16, sim_args: &[&str]) -> Self {
         Self {
             name: name.to_string(),
+            namespace: "default".to_string(),
             labels: labels
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -55,11 +58,21 @@ impl SimPod {
         format!("http://{}", self.addr())
     }
 
-    /// The pod as a `kind: Pod` manifest, Ready, in namespace `default`.
+    /// The same pod in another namespace.
+    pub fn in_namespace(mut self, namespace: &str) -> Self {
+        self.namespace = namespace.to_string();
+        self
+    }
+
+    /// The pod as a `kind: Pod` manifest, Ready, in its namespace.
     pub fn manifest(&self) -> String {
         let mut y = String::new();
         let _ = writeln!(y, "apiVersion: v1\nkind: Pod\nmetadata:");
-        let _ = writeln!(y, "  name: {}\n  namespace: default\n  labels:", self.name);
+        let _ = writeln!(
+            y,
+            "  name: {}\n  namespace: {}\n  labels:",
+            self.name, self.namespace
+        );
         for (key, value) in &self.labels {
             let _ = writeln!(y, "    {key}: {value}");
         }
@@ -119,6 +132,8 @@ fn parse_pod(pod: &serde_yaml::Value) -> Result<SimPod> {
     let name =
         str_at(pod, &["metadata", "name"]).ok_or_else(|| anyhow!("Pod without metadata.name"))?;
     let context = || format!("Pod {name}");
+    let namespace =
+        str_at(pod, &["metadata", "namespace"]).unwrap_or_else(|| "default".to_string());
     let labels = match pod.get("metadata").and_then(|m| m.get("labels")) {
         Some(map) => serde_yaml::from_value(map.clone()).with_context(context)?,
         None => BTreeMap::new(),
@@ -161,6 +176,7 @@ fn parse_pod(pod: &serde_yaml::Value) -> Result<SimPod> {
     };
     Ok(SimPod {
         name,
+        namespace,
         labels,
         pod_ip,
         target_port,
@@ -200,9 +216,10 @@ mod tests {
                 "b",
             ],
         );
+        let elsewhere = pod.clone().in_namespace("team-b");
         assert_eq!(
-            parse_pods(&manifests(&[pod.clone(), pod.clone()])).unwrap(),
-            vec![pod.clone(), pod]
+            parse_pods(&manifests(&[pod.clone(), elsewhere.clone()])).unwrap(),
+            vec![pod, elsewhere]
         );
     }
 

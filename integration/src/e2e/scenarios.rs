@@ -10,6 +10,8 @@ use super::stack::{PoolPod, StackSpec};
 
 /// GKE guide pool (InferencePool v1, FailClose).
 pub const GKE_POOL: &str = "vllm-llama3.1-8b-instruct";
+/// Namespace of examples/llm-d/ (the GKE pool with llm-d.ai objects).
+pub const LLM_D_NAMESPACE: &str = "llm-d";
 /// ACK guide pools (v1alpha2; no failureMode = FailClose).
 pub const ACK_POOL_V1: &str = "mymodel-pool-v1";
 pub const ACK_POOL_V2: &str = "mymodel-pool-v2";
@@ -138,4 +140,52 @@ pub fn ack_manifests() -> Vec<(String, String)> {
             include_str!("../../../examples/ack-canary/scenario2-lora-canary.yaml").into(),
         ),
     ]
+}
+
+/// examples/llm-d/: the GKE guide's pool (no endpointPickerRef) in namespace
+/// `llm-d`, its InferenceObjectives and LoRA rollout as `llm-d.ai/v1alpha2`.
+pub fn llm_d_manifests() -> Vec<(String, String)> {
+    vec![
+        (
+            "llm-d-inferencepool.yaml".into(),
+            include_str!("../../../examples/llm-d/inferencepool.yaml").into(),
+        ),
+        (
+            "llm-d-inferenceobjectives.yaml".into(),
+            include_str!("../../../examples/llm-d/inferenceobjectives.yaml").into(),
+        ),
+        (
+            "llm-d-inferencemodelrewrite.yaml".into(),
+            include_str!("../../../examples/llm-d/inferencemodelrewrite.yaml").into(),
+        ),
+    ]
+}
+
+/// Pods of examples/llm-d/'s pool (namespace `llm-d`), serving the guide's
+/// adapters and the rollout's `llm-v1` / `llm-v2`.
+pub fn llm_d_pods(count: usize) -> Result<Vec<PoolPod>> {
+    let mut args = LLAMA_SIM_ARGS.to_vec();
+    // --lora-modules food-review cad-fabricator llm-v1 llm-v2, four slots.
+    let modules = args
+        .iter()
+        .position(|a| *a == "--max-loras")
+        .unwrap_or(args.len());
+    args.splice(modules..modules, ["llm-v1", "llm-v2"]);
+    if let Some(slots) = args.iter().position(|a| *a == "--max-loras") {
+        args[slots + 1] = "4";
+    }
+    let pods = local_pods(
+        &format!("{LLM_D_NAMESPACE}/{GKE_POOL}"),
+        "llm-d-llama",
+        count,
+        &[("app", GKE_POOL)],
+        &args,
+    )?;
+    Ok(pods
+        .into_iter()
+        .map(|p| PoolPod {
+            pod: p.pod.in_namespace(LLM_D_NAMESPACE),
+            ..p
+        })
+        .collect())
 }

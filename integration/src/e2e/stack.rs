@@ -19,7 +19,8 @@ use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
 use super::wait::wait_until;
 
-/// A pod and the InferencePool its labels put it in.
+/// A pod and the InferencePool its labels put it in (its name, or
+/// `namespace/name` where two namespaces have pools of that name).
 #[derive(Debug, Clone)]
 pub struct PoolPod {
     pub pool: String,
