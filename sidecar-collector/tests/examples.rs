@@ -58,7 +58,7 @@ fn every_example_file_parses() {
             dirs.push(path);
         }
     }
-    assert!(dirs.len() >= 4, "{dirs:?}");
+    assert!(dirs.len() >= 5, "{dirs:?}");
     for dir in dirs {
         let state = load(&dir);
         for problem in &state.problems {
@@ -118,6 +118,51 @@ fn ack_canary_gives_two_pools_and_the_lora_split() {
         rules(v2),
         vec![("mymodel".into(), vec![("mymodel".into(), 100)], critical)]
     );
+}
+
+#[test]
+fn llm_d_gives_the_gke_pool_in_its_namespace_with_llm_d_objects() {
+    let state = load(&examples().join("llm-d"));
+    assert!(state.problems.is_empty(), "{:?}", state.problems);
+    let p = pool(&state, "vllm-llama3.1-8b-instruct");
+    assert_eq!(p.namespace, "llm-d");
+    // No endpointPickerRef (optional since GIE v1.6): FailClose.
+    assert_eq!(p.failure_mode, FailureMode::FailClose);
+    let objectives: Vec<(&str, i32)> = p
+        .objectives
+        .iter()
+        .map(|o| (o.name.as_str(), o.priority))
+        .collect();
+    assert_eq!(
+        objectives,
+        vec![
+            ("cad-fabricator", 10),
+            ("food-review", 10),
+            ("llama3-base-model", 20)
+        ]
+    );
+    assert_eq!(
+        rules(p),
+        vec![(
+            "llm".into(),
+            vec![("llm-v1".into(), 90), ("llm-v2".into(), 10)],
+            Criticality::Unspecified as i32
+        )]
+    );
+}
+
+#[test]
+fn the_whole_tree_has_the_gke_pool_in_two_namespaces() {
+    // examples/ as the demo loads it: gke-deploy's pool in `default` and the
+    // same pool name in `llm-d`, each with its own objectives.
+    let state = load(&examples());
+    let gke: Vec<(&str, usize)> = state
+        .pools
+        .iter()
+        .filter(|p| p.name == "vllm-llama3.1-8b-instruct")
+        .map(|p| (p.namespace.as_str(), p.objectives.len()))
+        .collect();
+    assert_eq!(gke, vec![("default", 3), ("llm-d", 3)]);
 }
 
 #[test]
