@@ -240,7 +240,9 @@ fn shadowed_across_groups(
     objects: &[&Stored],
     problems: &mut Vec<Problem>,
 ) -> HashSet<*const Stored> {
-    let mut copies: HashMap<(&str, &str, &str), Vec<(&str, &Stored)>> = HashMap::new();
+    // (kind, namespace, name) → the copies, each with its group.
+    type Copies<'a> = HashMap<(&'a str, &'a str, &'a str), Vec<(&'a str, &'a Stored)>>;
+    let mut copies: Copies<'_> = HashMap::new();
     for stored in objects {
         let (group, kind) = match &stored.resource {
             Resource::Objective(group, _) => (group.as_str(), "InferenceObjective"),
