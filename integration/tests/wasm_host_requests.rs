@@ -442,7 +442,10 @@ fn in_flight_requests_spread_a_burst_across_workers() {
         picked_first, picked_second,
         "the second request saw the first in flight"
     );
-    assert!(host.shared_data("llmgw.inflight.pool-a").is_some());
+    assert!(
+        host.shared_data("llmgw.inflight.default/pool-a").is_some(),
+        "the in-flight table is keyed by the pool's namespace and name"
+    );
 
     first.finish().unwrap();
     second.finish().unwrap();
@@ -525,8 +528,12 @@ fn affinity_keys_are_reported_to_the_collector_and_its_placement_is_followed() {
     let reports = host.collector().prefix_reports();
     assert_eq!(reports.len(), 1, "{reports:?}");
     assert_eq!(
-        (reports[0].pool.as_str(), reports[0].endpoint.as_str()),
-        ("pool-a", routed.as_str())
+        (
+            reports[0].namespace.as_str(),
+            reports[0].pool.as_str(),
+            reports[0].endpoint.as_str()
+        ),
+        ("default", "pool-a", routed.as_str())
     );
 
     // The collector places the key elsewhere: every request follows it.

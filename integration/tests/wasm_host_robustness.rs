@@ -206,9 +206,9 @@ fn thousands_of_random_requests_never_trap_the_vm() {
     }
     // In-flight counts all came back down (`addr=count` lines, zeros dropped).
     let inflight = host
-        .shared_data("llmgw.inflight.pool-a")
+        .shared_data("llmgw.inflight.default/pool-a")
         .map(|(v, _)| v)
-        .unwrap_or_default();
+        .expect("forwarded requests wrote the pool's in-flight table");
     assert!(
         String::from_utf8_lossy(&inflight).trim().is_empty(),
         "in-flight table not drained: {}",
