@@ -258,28 +258,29 @@ pub struct StateView {
     pub version: u64,
     pub collector_id: String,
     pools: Vec<PoolView>,
-    /// `namespace/name` → index (the first such pool if a collector sent two).
-    by_id: HashMap<String, usize>,
-    /// Bare name → indices of the pools of that name, in every namespace.
+    /// Bare name → indices of the pools of that name, one per namespace (the
+    /// first if a collector sent a namespace/name twice). A request's lookup
+    /// is one hash probe and a scan of one or two entries, without allocating.
     by_name: HashMap<String, Vec<usize>>,
 }
 
 impl StateView {
     pub fn from_snapshot(snapshot: &pool_state::Snapshot, version: u64) -> Self {
         let pools: Vec<PoolView> = snapshot.pools.iter().map(PoolView::from_pool).collect();
-        let mut by_id = HashMap::with_capacity(pools.len());
         let mut by_name: HashMap<String, Vec<usize>> = HashMap::with_capacity(pools.len());
         for (i, pool) in pools.iter().enumerate() {
-            if let std::collections::hash_map::Entry::Vacant(slot) = by_id.entry(pool.id.clone()) {
-                slot.insert(i);
-                by_name.entry(pool.name.clone()).or_default().push(i);
+            let same_name = by_name.entry(pool.name.clone()).or_default();
+            if !same_name
+                .iter()
+                .any(|&j| pools.get(j).is_some_and(|p| p.namespace == pool.namespace))
+            {
+                same_name.push(i);
             }
         }
         StateView {
             version,
             collector_id: snapshot.collector_id.clone(),
             pools,
-            by_id,
             by_name,
         }
     }
@@ -287,28 +288,27 @@ impl StateView {
     /// The pool a reference names: `namespace/name` exactly; a bare name
     /// while exactly one namespace has a pool of that name.
     pub fn resolve(&self, reference: PoolRef<'_>) -> Result<&PoolView, PoolLookupError> {
-        let index = match reference {
-            PoolRef::Qualified { namespace, name } => self
-                .by_id
-                .get(&crate::pool_id::pool_id(namespace, name))
-                .copied(),
-            PoolRef::Bare(name) => match self.by_name.get(name).map(Vec::as_slice) {
-                None | Some([]) => None,
-                Some([one]) => Some(*one),
-                Some(many) => {
-                    let mut namespaces: Vec<String> = many
-                        .iter()
-                        .filter_map(|&i| self.pools.get(i))
-                        .map(|p| p.namespace.clone())
-                        .collect();
+        let (name, namespace) = match reference {
+            PoolRef::Qualified { namespace, name } => (name, Some(namespace)),
+            PoolRef::Bare(name) => (name, None),
+        };
+        let same_name = self.by_name.get(name).map_or(&[][..], Vec::as_slice);
+        let mut candidates = same_name.iter().filter_map(|&i| self.pools.get(i));
+        match namespace {
+            Some(namespace) => candidates
+                .find(|p| p.namespace == namespace)
+                .ok_or(PoolLookupError::Unknown),
+            None => match same_name {
+                [] => Err(PoolLookupError::Unknown),
+                [_] => candidates.next().ok_or(PoolLookupError::Unknown),
+                _ => {
+                    let mut namespaces: Vec<String> =
+                        candidates.map(|p| p.namespace.clone()).collect();
                     namespaces.sort();
-                    return Err(PoolLookupError::Ambiguous(namespaces));
+                    Err(PoolLookupError::Ambiguous(namespaces))
                 }
             },
-        };
-        index
-            .and_then(|i| self.pools.get(i))
-            .ok_or(PoolLookupError::Unknown)
+        }
     }
 
     /// Decodes the encoded `Snapshot` bytes exactly as the collector sent them.
