@@ -334,6 +334,8 @@ fn no_state_unknown_pool_and_no_ready_endpoint_get_503() {
     let body = completion_body("base", 200);
     let no_state = send_completion(&worker, "pool-a", &body);
     assert_error(&no_state, 503);
+    // The first tick takes the lease and opens the stream.
+    host.advance(Duration::from_millis(100)).unwrap();
 
     let mut down = busy_and_idle_pool("pool-down", FailureMode::FailClose);
     for e in &mut down.endpoints {
