@@ -59,8 +59,19 @@ fn status_and_body(raw: &[u8]) -> Option<(u16, Vec<u8>)> {
     Some((status, raw[end + 4..].to_vec()))
 }
 
+/// Envoy's allocated heap now (admin `/memory`; the `server.memory_allocated`
+/// gauge only moves at each stats flush).
 async fn memory_allocated(stack: &Stack) -> Result<u64> {
-    stack.envoy.stat("server.memory_allocated").await
+    let reply = HttpClient::new()
+        .get(&format!("http://{}/memory", stack.envoy.admin))
+        .await?;
+    let v = reply.json()?;
+    let allocated = &v["allocated"];
+    allocated
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .or_else(|| allocated.as_u64())
+        .with_context(|| format!("/memory: {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
