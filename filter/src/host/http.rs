@@ -424,7 +424,12 @@ impl HttpContext for GatewayHttp {
             return Action::Pause;
         }
         if self.routed_at_headers {
-            return Action::Continue;
+            // Held for the first state: the body waits with the headers.
+            return if self.holding.is_some() {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         }
         self.last_body_size = body_size;
         if body_size as u64 > self.max_body_bytes() {
@@ -441,7 +446,12 @@ impl HttpContext for GatewayHttp {
             return Action::Pause;
         }
         if self.routed_at_headers {
-            return Action::Continue;
+            // Held for the first state: the body waits with the headers.
+            return if self.holding.is_some() {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
         }
         self.route_buffered_body(self.last_body_size)
     }
