@@ -82,7 +82,12 @@ async fn stalled_clients_are_answered_within_the_bound_and_the_memory_returns() 
         connection_idle_timeout_s: 3,
         ..EdgeLimits::default()
     };
-    let stack = Stack::start_with_limits(gke_spec()?, limits).await?;
+    // Real-time pods (~7 ms a token), so a generation outlasts request_timeout.
+    let spec = StackSpec {
+        sim_args: ["--time-scale", "1"].map(String::from).to_vec(),
+        ..gke_spec()?
+    };
+    let stack = Stack::start_with_limits(spec, limits).await?;
     stack
         .wait_routable("/v1/completions", &[], &probe())
         .await?;
@@ -171,6 +176,32 @@ async fn stalled_clients_are_answered_within_the_bound_and_the_memory_returns() 
     );
     let ok = stack.post("/v1/completions", &[], probe()).await?;
     assert_eq!(ok.status, 200, "{}", ok.text());
+
+    // request_timeout (3 s here) covers receiving the request only: a
+    // generation streamed for longer is not cut.
+    let long = serde_json::json!({"model": MODEL, "stream": true, "max_tokens": 700,
+        "ignore_eos": true, "prompt": "Tell a long story"});
+    let started = Instant::now();
+    let reply = stack
+        .client
+        .post_timed(&stack.url("/v1/completions"), &[], long.to_string())
+        .await?;
+    let took = started.elapsed();
+    let text: String = reply
+        .chunks
+        .iter()
+        .map(|(_, c)| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    assert_eq!(reply.status, 200);
+    assert!(
+        text.trim_end().ends_with("data: [DONE]"),
+        "stream cut after {took:?}"
+    );
+    eprintln!("a {took:?} stream outlived request_timeout 3 s");
+    assert!(
+        took > Duration::from_secs(3),
+        "stream too short to tell: {took:?}"
+    );
     Ok(())
 }
 

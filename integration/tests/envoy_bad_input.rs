@@ -88,8 +88,11 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Parses a raw HTTP/1.1 response: status, headers (lower-case), body.
-fn parse(raw: &[u8]) -> Result<(u16, Vec<(String, String)>, Vec<u8>)> {
+/// Response headers, names lower-cased.
+type Headers = Vec<(String, String)>;
+
+/// Parses a raw HTTP/1.1 response: status, headers, body.
+fn parse(raw: &[u8]) -> Result<(u16, Headers, Vec<u8>)> {
     let head_end = find(raw, b"\r\n\r\n").with_context(|| {
         format!(
             "no complete response head: {:?}",
