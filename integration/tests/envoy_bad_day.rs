@@ -425,3 +425,39 @@ async fn a_live_edit_with_an_invalid_weight_keeps_the_last_valid_split() -> Resu
     assert!((3..=50).contains(&v2), "v2 got {v2} of 200");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_envoy_holds_requests_until_its_first_state_arrives() -> Result<()> {
+    let mut stack = Stack::start(gke_spec()?).await?;
+    stack
+        .wait_routable("/v1/completions", &[], &probe())
+        .await?;
+    // A new Envoy starts while the collector is down: it has no state.
+    stack.stop_collector();
+    let (envoy, gateway) = stack.start_another_envoy("cold").await?;
+    let client = HttpClient::new();
+    let sent = Instant::now();
+    let early = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .post(&format!("http://{gateway}/v1/completions"), &[], probe())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(!early.is_finished(), "answered before any state existed");
+    stack.restart_collector().await?;
+    let reply = early.await??;
+    let waited = sent.elapsed();
+    assert_eq!(reply.status, 200, "{}\n{}", reply.text(), envoy.log_tail());
+    assert!(reply.served_by().is_some());
+    eprintln!("held {waited:?} until the first state");
+    assert_eq!(
+        envoy
+            .stat("wasmcustom.llmgw_errors_total.reason.no_state")
+            .await?,
+        0
+    );
+    Ok(())
+}
