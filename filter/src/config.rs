@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+use crate::paths::ApiPaths;
 use crate::pool_id::PoolRef;
 use crate::prefix::PrefixConfig;
 use crate::priority::SaturationThresholds;
@@ -38,6 +39,13 @@ pub struct PluginConfig {
     pub scorers: ScorerWeights,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
+    /// While this Envoy has never received pool state, hold requests up to
+    /// this long after the filter was configured (0: answer at once).
+    pub initial_state_wait_ms: u32,
+    /// `retry-after` / `retry-after-ms` on 429 and 503 answers (0: none).
+    pub retry_after_ms: u32,
+    /// Which paths are forwarded (the inference API by default).
+    pub api_paths: ApiPaths,
 }
 
 impl Default for PluginConfig {
@@ -54,6 +62,9 @@ impl Default for PluginConfig {
             scorers: ScorerWeights::default(),
             saturation: SaturationThresholds::default(),
             prefix: PrefixConfig::default(),
+            initial_state_wait_ms: 3000,
+            retry_after_ms: 1000,
+            api_paths: ApiPaths::default(),
         }
     }
 }
@@ -99,6 +110,13 @@ impl PluginConfig {
         if self.metrics_stale_ms == 0 {
             return Err("metrics_stale_ms must be > 0".into());
         }
+        if self.initial_state_wait_ms > 60_000 {
+            return Err("initial_state_wait_ms must be at most 60000".into());
+        }
+        if self.retry_after_ms > 3_600_000 {
+            return Err("retry_after_ms must be at most 3600000".into());
+        }
+        self.api_paths.validate()?;
         self.scorers.validate()?;
         self.saturation.validate()?;
         self.prefix.validate()
@@ -182,7 +200,11 @@ mod tests {
   "upstream_info_headers": false,
   "scorers": {"queue": 2.0, "kv_cache": 2.0, "lora": 1.0, "prefix": 6.0, "inflight": 1.0},
   "saturation": {"queue_threshold": 5, "kv_threshold": 0.8},
-  "prefix": {"max_blocks": 128, "affinity_depth_blocks": 8, "load_factor": 1.25, "load_slack": 1}
+  "prefix": {"max_blocks": 128, "affinity_depth_blocks": 8, "load_factor": 1.25, "load_slack": 1},
+  "initial_state_wait_ms": 3000,
+  "retry_after_ms": 1000,
+  "api_paths": {"inference_only": true, "open": [{"path": "/v1/load_lora_adapter",
+    "methods": ["POST"], "caller_header": {"name": "x-llmgw-admin-key", "value": "change-me"}}]}
 }"#,
         )
         .unwrap();
@@ -230,6 +252,14 @@ mod tests {
             (r#"{"scorers":{"queue":-2}}"#, "scorers.queue"),
             (r#"{"saturation":{"kv_threshold":2}}"#, "kv_threshold"),
             (r#"{"prefix":{"max_blocks":0}}"#, "max_blocks"),
+            (
+                r#"{"initial_state_wait_ms":600000}"#,
+                "initial_state_wait_ms",
+            ),
+            (
+                r#"{"api_paths":{"open":[{"path":"v1"}]}}"#,
+                "api_paths.open[0]",
+            ),
             ("not json", "invalid plugin configuration"),
             ("[]", "invalid plugin configuration"),
         ] {

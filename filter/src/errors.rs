@@ -38,6 +38,26 @@ impl GatewayError {
         }
     }
 
+    /// 404 for a path the gateway does not forward (see `paths`).
+    pub fn not_found(path: &str) -> Self {
+        let shown: String = path.chars().take(200).collect();
+        GatewayError {
+            status: 404,
+            reason: "unknown_path",
+            message: format!("the gateway does not serve {shown:?}"),
+        }
+    }
+
+    /// 405 for a known path and the wrong method (`allow` lists the right ones).
+    pub fn method_not_allowed(method: &str, allow: &str) -> Self {
+        let shown: String = method.chars().take(32).collect();
+        GatewayError {
+            status: 405,
+            reason: "method_not_allowed",
+            message: format!("method {shown} is not allowed here; use {allow}"),
+        }
+    }
+
     pub fn unavailable(reason: &'static str, message: impl Into<String>) -> Self {
         GatewayError {
             status: 503,
@@ -50,6 +70,8 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         match self.status {
             400 => "BadRequestError",
+            404 => "NotFoundError",
+            405 => "MethodNotAllowedError",
             413 => "RequestTooLargeError",
             429 => "RateLimitError",
             503 => "ServiceUnavailableError",

@@ -33,6 +33,10 @@ pub struct RequestHeaders {
     pub request_id: Vec<u8>,
     /// `GET`, `HEAD`, `DELETE` or `OPTIONS`: routed without a body.
     pub bodyless_method: bool,
+    /// `:method` (lossy UTF-8; empty when absent).
+    pub method: String,
+    /// `:path` including any query (lossy UTF-8; empty when absent).
+    pub path: String,
 }
 
 /// The `(name, value)` pairs of a header map as proxy-wasm serialises it:
@@ -98,8 +102,13 @@ impl RequestHeaders {
                     seen_request_id = true;
                     headers.request_id = value.to_vec();
                 }
+            } else if name == b":path" {
+                if headers.path.is_empty() {
+                    headers.path = String::from_utf8_lossy(value).into_owned();
+                }
             } else if name == b":method" && !seen_method {
                 seen_method = true;
+                headers.method = String::from_utf8_lossy(value).into_owned();
                 headers.bodyless_method =
                     matches!(value, b"GET" | b"HEAD" | b"DELETE" | b"OPTIONS");
             }
@@ -179,6 +188,10 @@ mod tests {
         assert_eq!(h.objective.as_deref(), Some("critical"));
         assert_eq!(h.request_id, b"abc");
         assert!(!h.bodyless_method);
+        assert_eq!(
+            (h.method.as_str(), h.path.as_str()),
+            ("POST", "/v1/completions")
+        );
         assert!(h.control_headers.is_empty());
     }
 

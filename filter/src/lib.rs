@@ -13,6 +13,7 @@ pub mod errors;
 pub mod headers;
 pub mod inflight;
 pub mod lease;
+pub mod paths;
 pub mod pending;
 pub mod placement;
 pub mod pool_id;
@@ -22,6 +23,7 @@ pub mod random;
 pub mod request;
 pub mod rewrite;
 pub mod scheduling;
+pub mod sse;
 pub mod state;
 pub mod stats;
 

@@ -56,14 +56,15 @@ fn label_within(value: &str, max: usize) -> String {
     out
 }
 
-/// The model as a label: itself when the pool knows it (a rule names it, a
-/// rule targets it, or a pod serves it as an adapter), else `other`.
+/// The model as a label: itself when the pool's rules name or target it
+/// (InferenceModel / InferenceModelRewrite), else `other`. Only rules count:
+/// which adapters pods report running changes with every scrape, and a label
+/// that followed it would count one model under two names.
 pub fn model_label(pool: Option<&PoolView>, model: &str) -> String {
     let known = pool.is_some_and(|p| {
-        p.adapter_id(model).is_some()
-            || p.rules.iter().any(|r| {
-                r.model.as_deref() == Some(model) || r.targets.iter().any(|t| t.model == model)
-            })
+        p.rules.iter().any(|r| {
+            r.model.as_deref() == Some(model) || r.targets.iter().any(|t| t.model == model)
+        })
     });
     if known {
         label(model)
@@ -258,7 +259,9 @@ mod tests {
             model_label(Some(&p), "travel-helper-v1"),
             "travel-helper-v1"
         );
-        assert_eq!(model_label(Some(&p), "food-review"), "food-review");
+        // An adapter a pod serves but no rule names: `other`, whatever the
+        // last scrape saw running.
+        assert_eq!(model_label(Some(&p), "food-review"), "other");
         assert_eq!(model_label(Some(&p), "random-junk-123"), "other");
         assert_eq!(model_label(None, "x"), "other");
     }

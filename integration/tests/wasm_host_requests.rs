@@ -326,10 +326,16 @@ fn bodies_over_the_limit_get_413_whether_declared_or_streamed() {
 #[test]
 fn no_state_unknown_pool_and_no_ready_endpoint_get_503() {
     let host = Host::new();
-    let worker = host.start_worker(&filter(), "{}").unwrap();
+    // No initial wait: without state the failure answers at once (the wait
+    // itself: wasm_host_startup.rs).
+    let worker = host
+        .start_worker(&filter(), r#"{"initial_state_wait_ms": 0}"#)
+        .unwrap();
     let body = completion_body("base", 200);
     let no_state = send_completion(&worker, "pool-a", &body);
     assert_error(&no_state, 503);
+    // The first tick takes the lease and opens the stream.
+    host.advance(Duration::from_millis(100)).unwrap();
 
     let mut down = busy_and_idle_pool("pool-down", FailureMode::FailClose);
     for e in &mut down.endpoints {

@@ -19,6 +19,7 @@ use tokio::sync::watch;
 
 use crate::cli::{Cli, Scheme, Source};
 use crate::discovery::{self, Inventory};
+use crate::last_valid::LastValid;
 use crate::model::{self, DesiredState};
 use crate::observations::Observations;
 use crate::placement::{PlacementConfig, Placements};
@@ -74,10 +75,22 @@ pub async fn run(
         }
     }
 
-    let initial = Arc::new(model::build(&inventory_rx.borrow()));
+    let telemetry = Arc::new(Telemetry::default());
+    let mut last_valid = LastValid::default();
+    let initial = Arc::new(checked_build(
+        &mut last_valid,
+        &inventory_rx.borrow(),
+        &telemetry,
+    ));
     let (desired_tx, desired_rx) = watch::channel(initial.clone());
     log_problems(&BTreeSet::new(), &initial);
-    tokio::spawn(follow_inventory(inventory_rx, desired_tx, initial));
+    tokio::spawn(follow_inventory(
+        inventory_rx,
+        desired_tx,
+        initial,
+        last_valid,
+        telemetry.clone(),
+    ));
 
     let token = match &cli.metrics_token_file {
         Some(path) => Some(BearerToken::from_file(
@@ -102,7 +115,6 @@ pub async fn run(
         insecure_skip_verify: cli.metrics_insecure_skip_verify,
     };
     let observations = Arc::new(Observations::new());
-    let telemetry = Arc::new(Telemetry::default());
     // Fail fast on a bad CA file instead of inside the background task.
     scrape::http_client(&scrape_config)?;
     tokio::spawn({
@@ -193,9 +205,11 @@ async fn follow_inventory(
     mut inventory: watch::Receiver<Arc<Inventory>>,
     desired: watch::Sender<Arc<DesiredState>>,
     mut last: Arc<DesiredState>,
+    mut last_valid: LastValid,
+    telemetry: Arc<Telemetry>,
 ) {
     while inventory.changed().await.is_ok() {
-        let next = model::build(&inventory.borrow_and_update());
+        let next = checked_build(&mut last_valid, &inventory.borrow_and_update(), &telemetry);
         if next == *last {
             continue;
         }
@@ -207,6 +221,23 @@ async fn follow_inventory(
             return;
         }
     }
+}
+
+/// The desired state with rejected edits replaced by last valid versions;
+/// each newly rejected edit is logged and counted once.
+fn checked_build(
+    last_valid: &mut LastValid,
+    inventory: &Inventory,
+    telemetry: &Telemetry,
+) -> DesiredState {
+    let checked = last_valid.apply(inventory);
+    for problem in &checked.newly_rejected {
+        telemetry
+            .rejected_edits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(object = %problem.object, problem = %problem.message, "rejected live edit");
+    }
+    model::build(&checked.inventory)
 }
 
 /// Logs problems that are new since the last state (each once, not per poll).

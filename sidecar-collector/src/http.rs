@@ -312,6 +312,12 @@ pub fn render(
             telemetry.prefix_reports_ignored.load(Ordering::Relaxed),
         ),
         (
+            "llmgw_collector_rejected_edits_total",
+            "counter",
+            "Live edits that made an object invalid; its last valid version kept serving.",
+            telemetry.rejected_edits.load(Ordering::Relaxed),
+        ),
+        (
             "llmgw_collector_prefix_forward_errors_total",
             "counter",
             "Reports that could not be forwarded to a peer collector.",

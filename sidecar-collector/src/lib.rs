@@ -8,6 +8,7 @@ pub mod cli;
 pub mod discovery;
 pub mod grpc;
 pub mod http;
+pub mod last_valid;
 pub mod metrics_parse;
 pub mod model;
 pub mod observations;

@@ -284,6 +284,34 @@ fn shadowed_across_groups(
     shadowed
 }
 
+/// Why a model, rewrite or objective object cannot be used as it stands
+/// (`None`: it can), by the same checks [`build`] applies; `last_valid` uses
+/// it to keep an object's last valid version instead of dropping the object.
+pub fn edit_error(resource: &Resource) -> Option<String> {
+    match resource {
+        Resource::Model(model) => model_rule(&model.spec, "").err(),
+        Resource::Rewrite(_, rewrite) => {
+            rewrite
+                .spec
+                .rules
+                .iter()
+                .enumerate()
+                .find_map(|(index, rule)| {
+                    rewrite_rules(rule, "")
+                        .err()
+                        .map(|msg| format!("rules[{index}]: {msg}"))
+                })
+        }
+        Resource::Objective(_, objective) => {
+            let priority = objective.spec.priority.unwrap_or(0);
+            i32::try_from(priority)
+                .err()
+                .map(|_| format!("priority {priority} does not fit in 32 bits"))
+        }
+        _ => None,
+    }
+}
+
 fn age_key(stored: &Stored) -> (&str, u64, String) {
     (
         stored

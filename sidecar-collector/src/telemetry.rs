@@ -77,6 +77,8 @@ pub struct Telemetry {
     pub prefix_reports: AtomicU64,
     pub prefix_reports_ignored: AtomicU64,
     pub prefix_forward_errors: AtomicU64,
+    /// Live edits rejected: the object's last valid version kept serving.
+    pub rejected_edits: AtomicU64,
     /// Keys in the last snapshot's placement tables.
     pub placement_keys: AtomicU64,
     /// Discovery synced and every Ready endpoint scraped once.
@@ -95,6 +97,7 @@ impl Default for Telemetry {
             prefix_reports: AtomicU64::new(0),
             prefix_reports_ignored: AtomicU64::new(0),
             prefix_forward_errors: AtomicU64::new(0),
+            rejected_edits: AtomicU64::new(0),
             placement_keys: AtomicU64::new(0),
             ready: AtomicBool::new(false),
         }

@@ -3,6 +3,7 @@
 //! optionally restore the public model name and always release the in-flight
 //! count.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use prost::Message;
@@ -16,11 +17,13 @@ use crate::headers::{
     parse_header_map, RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER,
 };
 use crate::inflight;
+use crate::paths::PathVerdict;
 use crate::random::Draws;
 use crate::request::{find_response_model, rewrite_model};
+use crate::sse::SseRewriter;
 use crate::stats::{self, Stat};
 
-use super::worker::Worker;
+use super::worker::{Held, Worker};
 use super::{log, now_nanos, shared};
 
 /// Responses larger than this are passed on without restoring the model name.
@@ -33,6 +36,8 @@ enum ResponseMode {
         served: String,
         public: String,
     },
+    /// The same for a streamed (SSE) response, event by event.
+    RestoreStream(SseRewriter),
 }
 
 pub(crate) struct GatewayHttp {
@@ -47,6 +52,14 @@ pub(crate) struct GatewayHttp {
     last_body_size: usize,
     /// Read once, in `on_http_request_headers`.
     headers: RequestHeaders,
+    /// Set when the request waits for the first pool state; `SharedHttp`
+    /// hands it to the worker's held list. The value is the body size to
+    /// route when released (`None`: a request without a body).
+    wants_hold: Option<Option<usize>>,
+    /// The request waits in the worker's held list.
+    holding: Option<Option<usize>>,
+    /// Routed at the headers (an opened path): the body streams through.
+    routed_at_headers: bool,
 }
 
 impl GatewayHttp {
@@ -59,6 +72,9 @@ impl GatewayHttp {
             response: ResponseMode::PassThrough,
             last_body_size: 0,
             headers: RequestHeaders::default(),
+            wants_hold: None,
+            holding: None,
+            routed_at_headers: false,
         }
     }
 
@@ -72,6 +88,13 @@ impl GatewayHttp {
     }
 
     fn reply(&mut self, error: &GatewayError) -> Action {
+        self.reply_with(error, None)
+    }
+
+    /// A local reply; 429 and 503 carry `retry-after` (seconds, rounded up)
+    /// and `retry-after-ms`, which the OpenAI SDKs honour (up to 60 s),
+    /// 405 carries `allow`.
+    fn reply_with(&mut self, error: &GatewayError, allow: Option<&str>) -> Action {
         self.replied = true;
         if let Some(worker) = &self.worker {
             worker.metrics.borrow_mut().increment(Stat::Errors {
@@ -79,10 +102,19 @@ impl GatewayHttp {
             });
         }
         let body = error.body();
-        let headers = vec![
+        let mut headers = vec![
             ("content-type", "application/json"),
             ("x-gateway-error", error.reason),
         ];
+        let retry_ms = self.worker.as_ref().map_or(0, |w| w.config.retry_after_ms);
+        let (retry_s, retry_ms_text) = (retry_ms.div_ceil(1000).to_string(), retry_ms.to_string());
+        if retry_ms > 0 && matches!(error.status, 429 | 503) {
+            headers.push(("retry-after", &retry_s));
+            headers.push(("retry-after-ms", &retry_ms_text));
+        }
+        if let Some(allow) = allow {
+            headers.push(("allow", allow));
+        }
         if let Err(status) = hostcalls::send_http_response(error.status, headers, Some(&body)) {
             log(
                 LogLevel::Error,
@@ -106,6 +138,12 @@ impl GatewayHttp {
             .flatten()
             .and_then(|b| String::from_utf8(b).ok());
         let current = worker.current_state(now);
+        if current.is_none() && self.holding.is_none() && worker.may_hold(now) {
+            // No state has ever arrived: wait for it (bounded) rather than
+            // apply the failure mode to an Envoy that just started.
+            self.wants_hold = Some(body.map(<[u8]>::len));
+            return Action::Pause;
+        }
         let ctx = RequestContext {
             cluster: cluster.as_deref(),
             objective: self.headers.objective.as_deref(),
@@ -208,12 +246,16 @@ impl GatewayHttp {
         if shared::increment_inflight(&mut read, decision.endpoint_hash) {
             self.inflight = Some((read.key, decision.endpoint_hash));
         }
-        if worker.config.restore_public_model_name && !decision.stream {
+        if worker.config.restore_public_model_name {
             if let (Some(public), Some(served)) = (&decision.public_model, &decision.target_model) {
                 if public != served {
-                    self.response = ResponseMode::RestoreModel {
-                        served: served.clone(),
-                        public: public.clone(),
+                    self.response = if decision.stream {
+                        ResponseMode::RestoreStream(SseRewriter::new(served, public))
+                    } else {
+                        ResponseMode::RestoreModel {
+                            served: served.clone(),
+                            public: public.clone(),
+                        }
                     };
                 }
             }
@@ -323,7 +365,18 @@ impl HttpContext for GatewayHttp {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         // One host call for the whole map instead of one per header read.
         let map = super::request_header_map();
-        self.headers = RequestHeaders::read(parse_header_map(&map).unwrap_or_default());
+        let pairs = parse_header_map(&map).unwrap_or_default();
+        self.headers = RequestHeaders::read(pairs.iter().copied());
+        let verdict = self.worker.as_ref().map(|w| {
+            w.config
+                .api_paths
+                .check(&self.headers.method, &self.headers.path, |name| {
+                    pairs
+                        .iter()
+                        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+                        .map(|(_, v)| *v)
+                })
+        });
         for name in &self.headers.control_headers {
             if let Err(status) = hostcalls::remove_map_value(MapType::HttpRequestHeaders, name) {
                 log(
@@ -331,6 +384,27 @@ impl HttpContext for GatewayHttp {
                     &format!("llmgw: removing {name}: {status:?}"),
                 );
             }
+        }
+        match verdict {
+            Some(PathVerdict::Refuse { error, allow }) => {
+                return self.reply_with(&error, allow.as_deref());
+            }
+            Some(PathVerdict::Open { strip_header }) => {
+                if let Some(name) = strip_header {
+                    if let Err(status) =
+                        hostcalls::remove_map_value(MapType::HttpRequestHeaders, &name)
+                    {
+                        log(
+                            LogLevel::Warn,
+                            &format!("llmgw: removing {name}: {status:?}"),
+                        );
+                    }
+                }
+                // An opened (admin) path: balanced by load, body untouched.
+                self.routed_at_headers = true;
+                return self.route(None);
+            }
+            Some(PathVerdict::Inference) | None => {}
         }
         let limit = self.max_body_bytes();
         if self
@@ -352,6 +426,14 @@ impl HttpContext for GatewayHttp {
         if self.replied {
             return Action::Pause;
         }
+        if self.routed_at_headers {
+            // Held for the first state: the body waits with the headers.
+            return if self.holding.is_some() {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
         self.last_body_size = body_size;
         if body_size as u64 > self.max_body_bytes() {
             return self.reply(&GatewayError::body_too_large(self.max_body_bytes()));
@@ -366,10 +448,27 @@ impl HttpContext for GatewayHttp {
         if self.replied {
             return Action::Pause;
         }
+        if self.routed_at_headers {
+            // Held for the first state: the body waits with the headers.
+            return if self.holding.is_some() {
+                Action::Pause
+            } else {
+                Action::Continue
+            };
+        }
         self.route_buffered_body(self.last_body_size)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        if let ResponseMode::RestoreStream(_) = self.response {
+            let content_type =
+                header_value(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
+            if end_of_stream || !content_type.contains("text/event-stream") {
+                self.response = ResponseMode::PassThrough;
+            } else {
+                let _ = hostcalls::remove_map_value(MapType::HttpResponseHeaders, "content-length");
+            }
+        }
         if let ResponseMode::RestoreModel { .. } = self.response {
             let content_type =
                 header_value(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
@@ -384,6 +483,30 @@ impl HttpContext for GatewayHttp {
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if let ResponseMode::RestoreStream(rewriter) = &mut self.response {
+            let chunk = match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
+                Ok(chunk) => chunk.unwrap_or_default(),
+                Err(status) => {
+                    log(
+                        LogLevel::Warn,
+                        &format!("llmgw: reading a streamed response: {status:?}"),
+                    );
+                    return Action::Continue;
+                }
+            };
+            let out = rewriter.push(&chunk, end_of_stream);
+            if out != chunk {
+                if let Err(status) =
+                    hostcalls::set_buffer(BufferType::HttpResponseBody, 0, body_size, &out)
+                {
+                    log(
+                        LogLevel::Warn,
+                        &format!("llmgw: restoring the model name in a stream: {status:?}"),
+                    );
+                }
+            }
+            return Action::Continue;
+        }
         let ResponseMode::RestoreModel { served, public } = &self.response else {
             // Streaming and everything else: straight through, unbuffered.
             return Action::Continue;
@@ -424,4 +547,137 @@ fn header_value(map: MapType, name: &str) -> Option<String> {
         .ok()
         .flatten()
         .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+impl GatewayHttp {
+    /// Routes a request that waited for the first pool state; runs with this
+    /// context made effective by the root context.
+    fn release_hold(&mut self) {
+        let Some(body_size) = self.holding.take() else {
+            return;
+        };
+        if self.replied {
+            return;
+        }
+        let action = match body_size {
+            Some(size) => self.route_buffered_body(size),
+            None => self.route(None),
+        };
+        if action == Action::Continue {
+            if let Err(status) = hostcalls::resume_http_request() {
+                log(
+                    LogLevel::Warn,
+                    &format!("llmgw: resuming a held request: {status:?}"),
+                );
+            }
+        }
+    }
+}
+
+/// Releases the worker's held requests once state has arrived or the
+/// initial wait is over: each is routed (or answered) with its own context
+/// made effective, then the root context is made effective again.
+pub(crate) fn release_held(worker: &Worker, now: u64, root_context_id: u32) {
+    if worker.held.borrow().is_empty() {
+        return;
+    }
+    if worker.current_state(now).is_none() && worker.may_hold(now) {
+        return;
+    }
+    let held = std::mem::take(&mut *worker.held.borrow_mut());
+    for Held { context_id, http } in held {
+        if hostcalls::set_effective_context(context_id).is_err() {
+            continue; // the request is gone
+        }
+        match http.try_borrow_mut() {
+            Ok(mut http) => http.release_hold(),
+            Err(_) => log(
+                LogLevel::Warn,
+                &format!("llmgw: held request {context_id} is busy; not released"),
+            ),
+        }
+    }
+    let _ = hostcalls::set_effective_context(root_context_id);
+}
+
+/// The HTTP context Envoy drives: the request's state behind an `Rc`, so the
+/// root context can route a held request when the first state arrives.
+pub(crate) struct SharedHttp {
+    context_id: u32,
+    inner: Rc<RefCell<GatewayHttp>>,
+}
+
+impl SharedHttp {
+    pub fn new(context_id: u32, http: GatewayHttp) -> Self {
+        SharedHttp {
+            context_id,
+            inner: Rc::new(RefCell::new(http)),
+        }
+    }
+
+    /// Runs one callback; a context already borrowed (only possible if the
+    /// host re-entered it) lets the stream go on.
+    fn with(&self, f: impl FnOnce(&mut GatewayHttp) -> Action) -> Action {
+        let Ok(mut http) = self.inner.try_borrow_mut() else {
+            return Action::Continue;
+        };
+        let action = f(&mut http);
+        if let Some(body_size) = http.wants_hold.take() {
+            if let Some(worker) = http.worker.clone() {
+                http.holding = Some(body_size);
+                worker.held.borrow_mut().push(Held {
+                    context_id: self.context_id,
+                    http: Rc::clone(&self.inner),
+                });
+            }
+        }
+        action
+    }
+
+    fn unhold(&self) {
+        let worker = self.inner.try_borrow().ok().and_then(|h| h.worker.clone());
+        if let Some(worker) = worker {
+            if let Ok(mut held) = worker.held.try_borrow_mut() {
+                held.retain(|h| h.context_id != self.context_id);
+            }
+        }
+    }
+}
+
+impl Context for SharedHttp {
+    fn on_done(&mut self) -> bool {
+        self.unhold();
+        self.inner
+            .try_borrow_mut()
+            .map_or(true, |mut http| http.on_done())
+    }
+}
+
+impl HttpContext for SharedHttp {
+    fn on_http_request_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.with(|h| h.on_http_request_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with(|h| h.on_http_request_body(body_size, end_of_stream))
+    }
+
+    fn on_http_request_trailers(&mut self, num_trailers: usize) -> Action {
+        self.with(|h| h.on_http_request_trailers(num_trailers))
+    }
+
+    fn on_http_response_headers(&mut self, num_headers: usize, end_of_stream: bool) -> Action {
+        self.with(|h| h.on_http_response_headers(num_headers, end_of_stream))
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        self.with(|h| h.on_http_response_body(body_size, end_of_stream))
+    }
+
+    fn on_log(&mut self) {
+        self.unhold();
+        if let Ok(mut http) = self.inner.try_borrow_mut() {
+            http.on_log();
+        }
+    }
 }

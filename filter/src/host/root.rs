@@ -22,14 +22,22 @@ use crate::lease::{Lease, LeaseDecision};
 use crate::state::SnapshotMeta;
 use crate::stats::{self, Stat};
 
-use super::http::GatewayHttp;
+use super::http::{release_held, GatewayHttp, SharedHttp};
 use super::worker::Worker;
 use super::{log, now_ms, now_nanos, shared};
 
 const TICK_MS: u64 = 100;
+/// The first tick comes this soon after `on_configure`, so a worker takes the
+/// lease and opens the stream quickly without doing so inside `on_configure`
+/// (Envoy also configures a root context on the main thread, which never
+/// ticks: a lease taken there was never renewed, and workers waited for it to
+/// expire before any state flowed).
+const FIRST_TICK_MS: u64 = 10;
 const LEASE_TTL_MS: u64 = 800;
 const BACKOFF_MIN_MS: u64 = 100;
-const BACKOFF_MAX_MS: u64 = 2_000;
+/// Short: reconnecting to a local collector is cheap, and a restarted
+/// collector should be picked up within a few hundred ms.
+const BACKOFF_MAX_MS: u64 = 250;
 /// Reports sent per tick at most (the rest wait for the next tick).
 const MAX_REPORTS_PER_TICK: usize = 4_096;
 const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -47,6 +55,8 @@ pub(crate) struct GatewayRoot {
     backoff_ms: u64,
     /// The outstanding ReportPrefixes call and how many keys it carries.
     report_call: Option<(u32, usize)>,
+    /// Whether the tick period is already the steady `TICK_MS`.
+    steady_ticks: bool,
 }
 
 impl GatewayRoot {
@@ -61,6 +71,7 @@ impl GatewayRoot {
             next_connect_ms: 0,
             backoff_ms: BACKOFF_MIN_MS,
             report_call: None,
+            steady_ticks: false,
         }
     }
 
@@ -269,6 +280,10 @@ impl GatewayRoot {
             )
         });
         self.count(stats::SNAPSHOTS_RECEIVED_TOTAL);
+        // This worker's held requests go at once; other workers' on their tick.
+        if let Some(worker) = &self.worker {
+            release_held(worker, now, self.context_id);
+        }
     }
 }
 
@@ -376,7 +391,8 @@ impl RootContext for GatewayRoot {
             }
         };
         self.worker = Some(Rc::new(Worker::new(config, report_queue)));
-        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(TICK_MS)) {
+        self.steady_ticks = false;
+        if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(FIRST_TICK_MS)) {
             log(
                 LogLevel::Error,
                 &format!("llmgw: cannot set tick period: {status:?}"),
@@ -387,14 +403,26 @@ impl RootContext for GatewayRoot {
             LogLevel::Info,
             &format!("llmgw: configured, worker {}", self.holder_id),
         );
-        // Try for the lease at once, so state flows before the first tick.
-        self.on_tick();
+        // No lease here: the first tick (FIRST_TICK_MS) takes it, on a
+        // context that keeps ticking and renewing it.
         true
     }
 
     fn on_tick(&mut self) {
         let now = now_ms();
+        if !self.steady_ticks {
+            self.steady_ticks = true;
+            if let Err(status) = hostcalls::set_tick_period(Duration::from_millis(TICK_MS)) {
+                log(
+                    LogLevel::Warn,
+                    &format!("llmgw: cannot set tick period: {status:?}"),
+                );
+            }
+        }
         self.renew_lease(now);
+        if let Some(worker) = &self.worker {
+            release_held(worker, now, self.context_id);
+        }
         // Every worker drains the report queue, so it never waits on (or grows
         // without) a lease holder; one tick's reports still go in one call.
         self.send_prefix_reports();
@@ -415,7 +443,10 @@ impl RootContext for GatewayRoot {
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
         // Never `None` (the SDK would panic): an unconfigured filter answers 503.
-        Some(Box::new(GatewayHttp::new(context_id, self.worker.clone())))
+        Some(Box::new(SharedHttp::new(
+            context_id,
+            GatewayHttp::new(context_id, self.worker.clone()),
+        )))
     }
 
     fn get_type(&self) -> Option<ContextType> {

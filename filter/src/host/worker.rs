@@ -13,8 +13,17 @@ use crate::placement::PlacementMemory;
 use crate::scheduling::Scheduler;
 use crate::state::{SnapshotMeta, StateView};
 
+use super::http::GatewayHttp;
 use super::metrics::Metrics;
-use super::{log, shared};
+use super::{log, now_ms, shared};
+
+/// A request held while this Envoy has never received pool state; the root
+/// context releases it (`http::release_held`) once state arrives or the
+/// configured wait is over.
+pub(crate) struct Held {
+    pub context_id: u32,
+    pub http: Rc<RefCell<GatewayHttp>>,
+}
 
 pub(crate) struct Worker {
     pub config: PluginConfig,
@@ -26,6 +35,10 @@ pub(crate) struct Worker {
     /// it on its tick.
     pub report_queue: Option<u32>,
     state: RefCell<CachedState>,
+    /// Host ms when this worker was configured (starts the initial wait).
+    pub started_ms: u64,
+    /// Requests waiting for the first pool state.
+    pub held: RefCell<Vec<Held>>,
 }
 
 #[derive(Default)]
@@ -52,8 +65,19 @@ impl Worker {
             placement: RefCell::new(PlacementMemory::new()),
             report_queue,
             state: RefCell::new(CachedState::default()),
+            started_ms: now_ms(),
+            held: RefCell::new(Vec::new()),
             config,
         }
+    }
+
+    /// Whether a request that finds no state at `now_ms` waits for the first
+    /// one: no state was ever decoded here and the initial wait is not over.
+    pub fn may_hold(&self, now_ms: u64) -> bool {
+        let wait = u64::from(self.config.initial_state_wait_ms);
+        wait > 0
+            && now_ms < self.started_ms.saturating_add(wait)
+            && self.state.borrow().view.is_none()
     }
 
     /// Reads `snapshot.meta` (one small shared-data read) at most once per

@@ -7,6 +7,8 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
+use super::edge::EdgeLimits;
+
 /// Header the filter sets and the pool clusters route on.
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
 
@@ -60,6 +62,10 @@ pub struct EnvoyConfig {
     /// `max_body_bytes` so that the filter, not Envoy, answers oversized bodies
     /// (with an OpenAI-shaped 413).
     pub buffer_limit_bytes: u64,
+    /// Timeouts, limits, overload manager and Envoy's OpenAI-shaped local
+    /// replies (integration/src/e2e/edge.rs). Its body limit also becomes the
+    /// filter's `max_body_bytes` unless `plugin_config` sets one.
+    pub limits: EdgeLimits,
 }
 
 impl EnvoyConfig {
@@ -97,7 +103,8 @@ impl EnvoyConfig {
                     &[("mymodel-pool-v1", 90), ("mymodel-pool-v2", 10)],
                 ),
             ],
-            buffer_limit_bytes: 32 * 1024 * 1024,
+            buffer_limit_bytes: EdgeLimits::default().buffer_limit_bytes(),
+            limits: EdgeLimits::default(),
         }
     }
 
@@ -115,8 +122,14 @@ impl EnvoyConfig {
     /// The bootstrap YAML.
     pub fn render(&self) -> String {
         let mut y = String::new();
+        let mut plugin_config = self.plugin_config.clone();
+        if let Some(object) = plugin_config.as_object_mut() {
+            object
+                .entry("max_body_bytes")
+                .or_insert(self.limits.body_limit_bytes.into());
+        }
         let plugin_config =
-            serde_json::to_string(&self.plugin_config.to_string()).expect("a string serializes");
+            serde_json::to_string(&plugin_config.to_string()).expect("a string serializes");
         let _ = write!(
             y,
             r#"# Envoy 1.40 in front of simulated (or real) vLLM pods, with the llm-gateway
@@ -152,9 +165,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: llm_gateway
-          # Generations can run for minutes; the per-route timeout below bounds them.
-          stream_idle_timeout: 300s
-          route_config:
+{hcm_limits}          route_config:
             name: llm_routes
             virtual_hosts:
             - name: llm
@@ -168,6 +179,11 @@ static_resources:
             listen_ip = self.listen.ip(),
             listen_port = self.listen.port(),
             buffer_limit = self.buffer_limit_bytes,
+            hcm_limits = {
+                let mut hcm = String::new();
+                self.limits.render_hcm(&mut hcm);
+                hcm
+            },
         );
         for route in &self.routes {
             let _ = writeln!(y, "              # {}", route.comment);
@@ -194,6 +210,7 @@ static_resources:
                 }
             }
         }
+        self.limits.render_local_reply(&mut y);
         let _ = writeln!(y, "          http_filters:");
         if self.wasm_filter {
             let _ = write!(
@@ -266,6 +283,7 @@ static_resources:
             ip = self.collector_grpc.ip(),
             port = self.collector_grpc.port(),
         );
+        self.limits.render_overload_manager(&mut y);
         y
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod artifacts;
 pub mod components;
+pub mod edge;
 pub mod envoy_config;
 pub mod http;
 pub mod load;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
+use super::edge::EdgeLimits;
 use super::envoy_config::{EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
@@ -53,12 +54,19 @@ pub struct Stack {
     collector_http: SocketAddr,
     pool_of_pod: HashMap<String, String>,
     dir: TempDir,
+    /// The Envoy configuration the stack runs (for a second Envoy).
+    envoy_config: EnvoyConfig,
 }
 
 impl Stack {
     /// Starts pods, collector and Envoy and waits until the collector publishes
     /// every pod ready.
     pub async fn start(spec: StackSpec) -> Result<Self> {
+        Self::start_with_limits(spec, EdgeLimits::default()).await
+    }
+
+    /// Like [`Stack::start`] with Envoy's edge bounds set by the test.
+    pub async fn start_with_limits(spec: StackSpec, limits: EdgeLimits) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("llmgw-e2e-").tempdir()?;
         let log_dir = dir.path().join("logs");
         let manifest_dir = dir.path().join("manifests");
@@ -94,6 +102,8 @@ impl Stack {
         if !spec.plugin_config.is_null() {
             config.plugin_config = spec.plugin_config.clone();
         }
+        config.buffer_limit_bytes = limits.buffer_limit_bytes();
+        config.limits = limits;
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config.render())?;
         let envoy = Envoy::start(&config_path, admin, &log_dir).await?;
@@ -112,7 +122,37 @@ impl Stack {
                 .map(|p| (p.pod.name.clone(), p.pool.clone()))
                 .collect(),
             dir,
+            envoy_config: config,
         })
+    }
+
+    /// The directory the collector reads manifests from (live edits).
+    pub fn manifest_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    /// The collector's own `/metrics` text.
+    pub async fn collector_metrics(&self) -> Result<String> {
+        let reply = self
+            .client
+            .get(&format!("http://{}/metrics", self.collector_http))
+            .await?;
+        Ok(reply.text())
+    }
+
+    /// Starts another Envoy with the same configuration on new listener and
+    /// admin ports (a rolling restart's new instance); returns it once its
+    /// admin `/ready` answers, with its listener address.
+    pub async fn start_another_envoy(&self, name: &str) -> Result<(Envoy, SocketAddr)> {
+        let mut config = self.envoy_config.clone();
+        config.listen = free_local_addr()?;
+        config.admin = free_local_addr()?;
+        let log_dir = self.dir.path().join(format!("logs-{name}"));
+        std::fs::create_dir_all(&log_dir)?;
+        let path = self.dir.path().join(format!("envoy-{name}.yaml"));
+        std::fs::write(&path, config.render())?;
+        let envoy = Envoy::start(&path, config.admin, &log_dir).await?;
+        Ok((envoy, config.listen))
     }
 
     /// URL of `path` on the gateway listener.

@@ -192,6 +192,18 @@ impl<'w> HttpStream<'w> {
         }
     }
 
+    /// Applies what the filter did to this stream outside its own callbacks
+    /// (a root context that made it effective and resumed or answered it, as
+    /// the filter does for requests held until the first pool state).
+    pub fn settle(&mut self) -> anyhow::Result<()> {
+        let had_reply = self.local_reply.is_some();
+        self.settle_request(Action::Pause);
+        if !had_reply && self.local_reply.is_some() {
+            self.replay_local_reply()?;
+        }
+        Ok(())
+    }
+
     /// Delivers the request headers (`end_of_stream`: no body follows).
     pub fn request_headers(&mut self, end_of_stream: bool) -> anyhow::Result<Action> {
         anyhow::ensure!(self.actions.is_empty(), "request headers already sent");
