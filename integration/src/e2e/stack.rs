@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
-use super::envoy_config::{EnvoyConfig, Route};
+use super::envoy_config::{BodyRouting, EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
@@ -38,6 +38,8 @@ pub struct StackSpec {
     pub routes: Vec<Route>,
     /// The filter's plugin configuration; `null` means the demo's.
     pub plugin_config: serde_json::Value,
+    /// How the filter waits for the body (default: stop_iteration).
+    pub body_routing: BodyRouting,
 }
 
 /// A running gateway.
@@ -93,6 +95,7 @@ impl Stack {
         if !spec.plugin_config.is_null() {
             config.plugin_config = spec.plugin_config.clone();
         }
+        config.body_routing = spec.body_routing;
         let config_path = dir.path().join("envoy.yaml");
         std::fs::write(&config_path, config.render())?;
         let envoy = Envoy::start(&config_path, admin, &log_dir).await?;
