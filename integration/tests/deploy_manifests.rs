@@ -34,7 +34,7 @@ fn the_checked_in_deploy_files_are_the_rendered_worked_case() {
 #[test]
 fn cluster_pools_name_the_clusters_each_gateway_generates() {
     let inputs = Inputs::read(&worked_case_files()).unwrap();
-    let (_, eg) = envoy_gateway::rewrite_routes(&inputs).unwrap();
+    let (_, eg) = envoy_gateway::rewrite_routes(&inputs, &Options::default()).unwrap();
     assert_eq!(
         eg,
         vec![
@@ -48,7 +48,7 @@ fn cluster_pools_name_the_clusters_each_gateway_generates() {
             ),
         ]
     );
-    let (_, is) = istio::rewrite_routes(&inputs).unwrap();
+    let (_, is) = istio::rewrite_routes(&inputs, &Options::default()).unwrap();
     assert_eq!(
         is[0].0,
         "outbound|8000||mymodel-pool-v1-llmgw.default.svc.cluster.local"

@@ -31,7 +31,10 @@ pub fn backend_cluster(namespace: &str, route: &str, rule: usize, backend: usize
 }
 
 /// The rewritten HTTPRoutes and the `(cluster, pool)` pairs they produce.
-pub fn rewrite_routes(inputs: &Inputs) -> Result<(Vec<Value>, Vec<(String, String)>)> {
+pub fn rewrite_routes(
+    inputs: &Inputs,
+    options: &Options,
+) -> Result<(Vec<Value>, Vec<(String, String)>)> {
     let mut routes = Vec::new();
     let mut cluster_pools = Vec::new();
     for route in &inputs.routes {
@@ -66,7 +69,10 @@ pub fn rewrite_routes(inputs: &Inputs) -> Result<(Vec<Value>, Vec<(String, Strin
                         },
                     }],
                 });
-                cluster_pools.push((backend_cluster(&namespace, &name, i, j), pool.reference()));
+                cluster_pools.push((
+                    backend_cluster(&namespace, &name, i, j),
+                    pool.reference_for(options),
+                ));
             }
         }
         routes.push(route);
@@ -90,7 +96,7 @@ fn mebibytes(bytes: u64) -> String {
 
 /// Every manifest of the recipe, by file.
 pub fn manifests(inputs: &Inputs, options: &Options) -> Result<Vec<(String, Vec<Value>)>> {
-    let (routes, cluster_pools) = rewrite_routes(inputs)?;
+    let (routes, cluster_pools) = rewrite_routes(inputs, options)?;
     let Some(first) = routes.first() else {
         bail!("no HTTPRoute references an InferencePool");
     };

@@ -31,6 +31,15 @@ impl Pool {
         format!("{}-llmgw", self.name)
     }
 
+    /// The filter's pool reference as `options` asks for it.
+    pub fn reference_for(&self, options: &super::Options) -> String {
+        if options.namespaced_pools {
+            self.reference()
+        } else {
+            self.name.clone()
+        }
+    }
+
     /// `namespace/name`, the filter's pool reference.
     pub fn reference(&self) -> String {
         format!("{}/{}", self.namespace, self.name)

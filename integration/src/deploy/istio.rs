@@ -26,7 +26,10 @@ pub fn service_cluster(service: &str, namespace: &str, port: u16) -> String {
 }
 
 /// The HTTPRoutes pointed at the pool Services, and `(cluster, pool)` pairs.
-pub fn rewrite_routes(inputs: &Inputs) -> Result<(Vec<Value>, Vec<(String, String)>)> {
+pub fn rewrite_routes(
+    inputs: &Inputs,
+    options: &Options,
+) -> Result<(Vec<Value>, Vec<(String, String)>)> {
     let mut routes = Vec::new();
     let mut cluster_pools: Vec<(String, String)> = Vec::new();
     for route in &inputs.routes {
@@ -57,7 +60,7 @@ pub fn rewrite_routes(inputs: &Inputs) -> Result<(Vec<Value>, Vec<(String, Strin
                 let cluster =
                     service_cluster(&pool.service_name(), &pool.namespace, pool.target_port);
                 if !cluster_pools.iter().any(|(c, _)| *c == cluster) {
-                    cluster_pools.push((cluster, pool.reference()));
+                    cluster_pools.push((cluster, pool.reference_for(options)));
                 }
             }
         }
@@ -97,7 +100,7 @@ fn wasm_config(cluster_pools: &[(String, String)], options: &Options) -> Value {
 
 /// Every manifest of the recipe, by file.
 pub fn manifests(inputs: &Inputs, options: &Options) -> Result<Vec<(String, Vec<Value>)>> {
-    let (routes, cluster_pools) = rewrite_routes(inputs)?;
+    let (routes, cluster_pools) = rewrite_routes(inputs, options)?;
     let limit = buffer_limit(options);
     let mut filters = Vec::new();
     let mut gateways: Vec<(String, String, Vec<u16>)> = Vec::new();

@@ -5,6 +5,7 @@
 //! names each gateway generates. `render-deploy` writes them; a test keeps
 //! the checked-in files equal to this output.
 
+pub mod emulate;
 pub mod envoy_gateway;
 pub mod input;
 pub mod istio;
@@ -24,6 +25,9 @@ pub struct Options {
     pub collector: (String, u16),
     /// The filter's `max_body_bytes`; buffers are sized above it.
     pub max_body_bytes: u64,
+    /// `cluster_pools` values as `namespace/name` (the default) or bare
+    /// names (which the filter accepts while they are unique).
+    pub namespaced_pools: bool,
 }
 
 impl Default for Options {
@@ -32,6 +36,7 @@ impl Default for Options {
             image: "registry.example/llm-gateway/gateway-filter:0.1.0".into(),
             collector: ("llmgw-collector.llm-gateway.svc.cluster.local".into(), 9002),
             max_body_bytes: 20 * 1024 * 1024,
+            namespaced_pools: true,
         }
     }
 }

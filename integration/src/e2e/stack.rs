@@ -26,6 +26,10 @@ pub struct PoolPod {
     pub pod: SimPod,
 }
 
+/// Renders a test's Envoy bootstrap itself (e.g. a gateway emulation) from
+/// the ports and paths the stack chose and the pods it started.
+pub type CustomEnvoy = fn(&EnvoyConfig, &[PoolPod]) -> Result<String>;
+
 /// What a test's gateway consists of.
 #[derive(Debug, Clone, Default)]
 pub struct StackSpec {
@@ -40,6 +44,8 @@ pub struct StackSpec {
     pub plugin_config: serde_json::Value,
     /// How the filter waits for the body (default: stop_iteration).
     pub body_routing: BodyRouting,
+    /// Replaces the rendered [`EnvoyConfig`] when set.
+    pub custom_envoy: Option<CustomEnvoy>,
 }
 
 /// A running gateway.
@@ -97,7 +103,11 @@ impl Stack {
         }
         config.body_routing = spec.body_routing;
         let config_path = dir.path().join("envoy.yaml");
-        std::fs::write(&config_path, config.render())?;
+        let text = match spec.custom_envoy {
+            Some(render) => render(&config, &spec.pods)?,
+            None => config.render(),
+        };
+        std::fs::write(&config_path, text)?;
         let envoy = Envoy::start(&config_path, admin, &log_dir).await?;
 
         Ok(Self {
