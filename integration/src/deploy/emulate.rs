@@ -30,8 +30,9 @@ pub struct Environment {
     pub wasm_path: String,
     /// Pod addresses by pool name.
     pub pods: HashMap<String, Vec<SocketAddr>>,
-    /// Leave out the EnvoyPatchPolicy's Listener patches (the negative
-    /// control: no `allow_on_headers_stop_iteration`).
+    /// Leave out `allow_on_headers_stop_iteration` (the negative control):
+    /// EG without the EnvoyPatchPolicy's Listener patches, Istio's filter
+    /// without the field (as istiod < 1.28 delivers it).
     pub skip_listener_patches: bool,
 }
 
@@ -329,5 +330,190 @@ mod tests {
             pointers,
             vec!["/a/0/http_filters/1/typed_config/config".to_string()]
         );
+    }
+}
+
+/// What istiod would send a Gateway API gateway's Envoy for the rendered
+/// Istio recipe: listener `0.0.0.0_<port>` with the HCM and router, one
+/// outbound cluster per Service port (`outbound|<port>||<svc>.<ns>.svc.cluster.local`,
+/// least-request), the route's weighted clusters; then the EnvoyFilter applied
+/// with Istio's semantics (EXTENSION_CONFIG ADD, HTTP_FILTER INSERT_BEFORE the
+/// router, LISTENER / CLUSTER MERGE as a protobuf merge, CLUSTER ADD). A static
+/// bootstrap has no ECDS, so the filter's `config_discovery` is resolved by
+/// inlining the EXTENSION_CONFIG resource it names, as ECDS would deliver it
+/// (with the code as a local file: istio-agent fetches the oci:// image).
+pub fn istio_bootstrap(inputs: &Inputs, options: &Options, env: &Environment) -> Result<Value> {
+    let files = super::istio::manifests(inputs, options)?;
+    let docs: Vec<Value> = files.into_iter().flat_map(|(_, d)| d).collect();
+    let envoy_filter = find(&docs, "EnvoyFilter")?;
+    let (routes, _) = super::istio::rewrite_routes(inputs, options)?;
+    let mut clusters: Vec<Value> = Vec::new();
+    let mut envoy_routes = Vec::new();
+    for (original, route) in inputs.routes.iter().zip(&routes) {
+        let (route_ns, route_name) = route_id(route)?;
+        let rules = route["spec"]["rules"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for (i, rule) in rules.iter().enumerate() {
+            let mut weighted = Vec::new();
+            let backends = rule["backendRefs"].as_array().cloned().unwrap_or_default();
+            for (j, backend) in backends.iter().enumerate() {
+                let pool =
+                    inputs.pool(&original["spec"]["rules"][i]["backendRefs"][j], &route_ns)?;
+                let name = super::istio::service_cluster(
+                    &pool.service_name(),
+                    &pool.namespace,
+                    pool.target_port,
+                );
+                weighted.push(json!({"name": name, "weight": backend["weight"]}));
+                if clusters.iter().any(|c| c["name"] == name) {
+                    continue;
+                }
+                let endpoints: Vec<Value> = env
+                    .pods
+                    .get(&pool.name)
+                    .into_iter()
+                    .flatten()
+                    .map(|addr| json!({"endpoint": {"address": socket(*addr)}}))
+                    .collect();
+                clusters.push(json!({
+                    "name": name,
+                    "type": "STATIC",
+                    "connect_timeout": "10s",
+                    "lb_policy": "LEAST_REQUEST",
+                    "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": endpoints}]},
+                }));
+            }
+            let matches = rule["matches"]
+                .as_array()
+                .cloned()
+                .unwrap_or_else(|| vec![json!({})]);
+            for matched in &matches {
+                envoy_routes.push(json!({
+                    "name": format!("{route_ns}.{route_name}.{i}"),
+                    "match": {"prefix": matched["path"]["value"].as_str().unwrap_or("/")},
+                    "route": {"weighted_clusters": {"clusters": weighted}, "timeout": "0s"},
+                }));
+            }
+        }
+    }
+    let port = inputs
+        .listeners_of(&inputs.routes[0])
+        .first()
+        .context("a listener")?
+        .port;
+    let mut listener = json!({
+        "name": format!("0.0.0.0_{port}"),
+        "address": socket(env.listen),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": format!("outbound_0.0.0.0_{port}"),
+                "route_config": {"name": format!("http.{port}"), "virtual_hosts": [{
+                    "name": "*:*", "domains": ["*"], "routes": envoy_routes,
+                }]},
+                "http_filters": [{
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                }],
+            },
+        }]}],
+    });
+    let mut extension_configs: Vec<Value> = Vec::new();
+    for patch in envoy_filter["spec"]["configPatches"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let value = patch["patch"]["value"].clone();
+        let operation = patch["patch"]["operation"].as_str().unwrap_or_default();
+        let matched = &patch["match"];
+        match (patch["applyTo"].as_str().unwrap_or_default(), operation) {
+            ("EXTENSION_CONFIG", "ADD") => extension_configs.push(value),
+            ("HTTP_FILTER", "INSERT_BEFORE") => {
+                if matched["listener"]["portNumber"] != json!(port) {
+                    continue;
+                }
+                let anchor =
+                    matched["listener"]["filterChain"]["filter"]["subFilter"]["name"].clone();
+                let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]
+                    ["http_filters"]
+                    .as_array_mut()
+                    .context("http_filters")?;
+                let at = filters
+                    .iter()
+                    .position(|f| f["name"] == anchor)
+                    .context("the anchor filter")?;
+                filters.insert(at, value);
+            }
+            ("LISTENER", "MERGE") => {
+                if matched["listener"]["portNumber"] == json!(port) {
+                    proto_merge(&mut listener, &value);
+                }
+            }
+            ("CLUSTER", "ADD") => clusters.push(value),
+            ("CLUSTER", "MERGE") => {
+                let service = matched["cluster"]["service"].as_str().unwrap_or_default();
+                let port = matched["cluster"]["portNumber"]
+                    .as_u64()
+                    .unwrap_or_default();
+                let name = format!("outbound|{port}||{service}");
+                for cluster in clusters.iter_mut().filter(|c| c["name"] == name) {
+                    proto_merge(cluster, &value);
+                }
+            }
+            (apply, op) => bail!("EnvoyFilter {apply} {op} not emulated"),
+        }
+    }
+    // ECDS: the HTTP filter's config_discovery gets the named resource.
+    for filter in listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        if filter.get("config_discovery").is_none() {
+            continue;
+        }
+        let resource = extension_configs
+            .iter()
+            .find(|c| c["name"] == filter["name"])
+            .context("config_discovery names no EXTENSION_CONFIG")?;
+        let mut typed = resource["typed_config"].clone();
+        typed["config"]["vm_config"]["code"] = json!({"local": {"filename": env.wasm_path}});
+        if env.skip_listener_patches {
+            if let Some(config) = typed["config"].as_object_mut() {
+                config.remove("allow_on_headers_stop_iteration");
+            }
+        }
+        *filter = json!({"name": filter["name"], "typed_config": typed});
+    }
+    // The collector Service's DNS name stands for the local collector.
+    for cluster in clusters
+        .iter_mut()
+        .filter(|c| c["name"] == "llmgw_collector")
+    {
+        cluster["type"] = json!("STATIC");
+        cluster["load_assignment"]["endpoints"] =
+            json!([{"lb_endpoints": [{"endpoint": {"address": socket(env.collector)}}]}]);
+    }
+    Ok(json!({
+        "admin": {"address": socket(env.admin)},
+        "static_resources": {"listeners": [listener], "clusters": clusters},
+    }))
+}
+
+/// Protobuf merge semantics on JSON: messages merge field by field, repeated
+/// fields append, scalars replace.
+fn proto_merge(target: &mut Value, patch: &Value) {
+    match (target, patch) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                proto_merge(t.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (Value::Array(t), Value::Array(p)) => t.extend(p.iter().cloned()),
+        (t, p) => *t = p.clone(),
     }
 }
