@@ -11,7 +11,7 @@ REQUESTS ?= 0
 export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
 export LLMGW_VENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy lint fmt \
+.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image image lint fmt \
         demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-sim clean
 
 setup:
@@ -54,7 +54,15 @@ test-e2e: wasm native
 test-deploy: setup
 	$(CARGO) test -p integration --test 'deploy_*'
 
-test: setup lint test-unit test-wasm32 test-wasm-host test-e2e test-deploy
+# The filter's OCI image (target/oci/gateway-filter, an OCI layout), built without Docker.
+image: wasm
+	@./scripts/build-image.sh
+
+# The image pushed to a loopback docker-registry and pulled back with skopeo.
+test-image: wasm
+	$(CARGO) test -p integration --test oci_image
+
+test: setup lint test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image
 
 demo: build
 	@./scripts/demo.sh $(REQUESTS)
