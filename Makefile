@@ -11,7 +11,7 @@ REQUESTS ?= 0
 export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
 export LLMGW_VENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image image lint fmt \
+.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image test-envoy-versions image lint fmt \
         demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-sim clean
 
 setup:
@@ -62,7 +62,12 @@ image: wasm
 test-image: wasm
 	$(CARGO) test -p integration --test oci_image
 
-test: setup lint test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image
+# envoy --mode validate on Envoy 1.38.2 / 1.39.3 / 1.40.0 (venvs under .tools/) for
+# envoy.yaml, buffer-filter mode and the EG / Istio emulations of deploy/.
+test-envoy-versions: setup
+	@./scripts/envoy-versions.sh
+
+test: setup lint test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image test-envoy-versions
 
 demo: build
 	@./scripts/demo.sh $(REQUESTS)
