@@ -316,23 +316,6 @@ fn normalized_to_pointer(path: &str) -> Result<String> {
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn json_path_selects_the_named_filter_as_eg_does() {
-        let doc = json!({"a": [{"http_filters": [{"name": "x"}, {"name": "w/1", "typed_config": {"config": {}}}]}]});
-        let pointers =
-            json_path_pointers(&doc, "..http_filters[?(@.name=='w/1')].typed_config.config")
-                .unwrap();
-        assert_eq!(
-            pointers,
-            vec!["/a/0/http_filters/1/typed_config/config".to_string()]
-        );
-    }
-}
-
 /// What istiod would send a Gateway API gateway's Envoy for the rendered
 /// Istio recipe: listener `0.0.0.0_<port>` with the HCM and router, one
 /// outbound cluster per Service port (`outbound|<port>||<svc>.<ns>.svc.cluster.local`,
@@ -515,5 +498,22 @@ fn proto_merge(target: &mut Value, patch: &Value) {
         }
         (Value::Array(t), Value::Array(p)) => t.extend(p.iter().cloned()),
         (t, p) => *t = p.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_path_selects_the_named_filter_as_eg_does() {
+        let doc = json!({"a": [{"http_filters": [{"name": "x"}, {"name": "w/1", "typed_config": {"config": {}}}]}]});
+        let pointers =
+            json_path_pointers(&doc, "..http_filters[?(@.name=='w/1')].typed_config.config")
+                .unwrap();
+        assert_eq!(
+            pointers,
+            vec!["/a/0/http_filters/1/typed_config/config".to_string()]
+        );
     }
 }

@@ -12,7 +12,9 @@ use serde_json::{json, Value};
 
 use super::input::{is_pool_ref, route_id, Inputs};
 use super::yaml::write_documents;
-use super::{buffer_limit, plugin_config, pool_service, File, Options, DESTINATION_HEADER};
+use super::{
+    buffer_limit, plugin_config, pool_service, ClusterPools, File, Options, DESTINATION_HEADER,
+};
 
 /// The name of the EnvoyExtensionPolicy (one per route's namespace).
 pub const POLICY: &str = "llm-gateway";
@@ -31,10 +33,7 @@ pub fn backend_cluster(namespace: &str, route: &str, rule: usize, backend: usize
 }
 
 /// The rewritten HTTPRoutes and the `(cluster, pool)` pairs they produce.
-pub fn rewrite_routes(
-    inputs: &Inputs,
-    options: &Options,
-) -> Result<(Vec<Value>, Vec<(String, String)>)> {
+pub fn rewrite_routes(inputs: &Inputs, options: &Options) -> Result<(Vec<Value>, ClusterPools)> {
     let mut routes = Vec::new();
     let mut cluster_pools = Vec::new();
     for route in &inputs.routes {

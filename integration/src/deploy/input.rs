@@ -194,10 +194,12 @@ impl Inputs {
             let ns = parent["namespace"].as_str().unwrap_or(&namespace);
             let section = parent["sectionName"].as_str();
             for l in &self.listeners {
-                if l.gateway == gw && l.namespace == ns && section.is_none_or(|s| s == l.section) {
-                    if !out.contains(&l) {
-                        out.push(l);
-                    }
+                if l.gateway == gw
+                    && l.namespace == ns
+                    && section.is_none_or(|s| s == l.section)
+                    && !out.contains(&l)
+                {
+                    out.push(l);
                 }
             }
         }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use super::envoy_gateway::collector_cluster;
 use super::input::{is_pool_ref, route_id, Inputs};
 use super::yaml::write_documents;
-use super::{buffer_limit, plugin_config, pool_service, File, Options, DESTINATION_HEADER};
+use super::{
+    buffer_limit, plugin_config, pool_service, ClusterPools, File, Options, DESTINATION_HEADER,
+};
 
 /// The ECDS resource and HTTP filter name (no `|`: see the collector cluster).
 pub const FILTER: &str = "llm-gateway";
@@ -26,10 +28,7 @@ pub fn service_cluster(service: &str, namespace: &str, port: u16) -> String {
 }
 
 /// The HTTPRoutes pointed at the pool Services, and `(cluster, pool)` pairs.
-pub fn rewrite_routes(
-    inputs: &Inputs,
-    options: &Options,
-) -> Result<(Vec<Value>, Vec<(String, String)>)> {
+pub fn rewrite_routes(inputs: &Inputs, options: &Options) -> Result<(Vec<Value>, ClusterPools)> {
     let mut routes = Vec::new();
     let mut cluster_pools: Vec<(String, String)> = Vec::new();
     for route in &inputs.routes {

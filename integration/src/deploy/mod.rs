@@ -16,6 +16,9 @@ pub use input::{Inputs, Pool};
 /// Header the filter names the pod in (override_host reads it).
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
 
+/// `(Envoy cluster name, pool reference)` pairs: the filter's `cluster_pools`.
+pub type ClusterPools = Vec<(String, String)>;
+
 /// What the user chooses beyond their manifests.
 #[derive(Debug, Clone)]
 pub struct Options {
