@@ -11,7 +11,7 @@ REQUESTS ?= 0
 export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
 export LLMGW_VENV := $(CURDIR)/$(VENV)
 
-.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e lint fmt \
+.PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image test-envoy-versions image lint fmt \
         demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-sim clean
 
 setup:
@@ -49,7 +49,25 @@ test-wasm-host: wasm
 test-e2e: wasm native
 	$(CARGO) test -p integration --test 'envoy_*' -- --test-threads=1
 
-test: setup lint test-unit test-wasm32 test-wasm-host test-e2e
+# Gateway recipes: deploy/ equals the renderer's output and validates against the
+# real CRDs in ../shared/reference/gateways (says NOT RUN when that is absent).
+test-deploy: setup
+	$(CARGO) test -p integration --test 'deploy_*'
+
+# The filter's OCI image (target/oci/gateway-filter, an OCI layout), built without Docker.
+image: wasm
+	@./scripts/build-image.sh
+
+# The image pushed to a loopback docker-registry and pulled back with skopeo.
+test-image: wasm
+	$(CARGO) test -p integration --test oci_image
+
+# envoy --mode validate on Envoy 1.38.2 / 1.39.3 / 1.40.0 (venvs under .tools/) for
+# envoy.yaml, buffer-filter mode and the EG / Istio emulations of deploy/.
+test-envoy-versions: setup
+	@./scripts/envoy-versions.sh
+
+test: setup lint test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image test-envoy-versions
 
 demo: build
 	@./scripts/demo.sh $(REQUESTS)

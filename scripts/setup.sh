@@ -14,6 +14,9 @@ need_apt=()
 [ -d /usr/lib/rustlib/src/rust/library ] || need_apt+=(rust-web-src)
 command -v wasm-ld >/dev/null 2>&1 || [ -x /usr/bin/wasm-ld-22 ] || [ -x /usr/lib/llvm-22/bin/wasm-ld ] || need_apt+=(lld-22)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+# The OCI image test (make test-image): a loopback registry and an image copier.
+command -v skopeo >/dev/null 2>&1 || need_apt+=(skopeo)
+[ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -36,6 +36,9 @@ pub struct PluginConfig {
     /// host sets on a request costs ~10 µs of Envoy CPU (BENCHMARKS.md,
     /// overhead), and the pod already sees the target model in the body.
     pub upstream_info_headers: bool,
+    /// How the filter holds the request while it reads the body (see
+    /// docs/ARCHITECTURE.md "Body routing modes").
+    pub body_routing: BodyRouting,
     pub scorers: ScorerWeights,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
@@ -59,6 +62,7 @@ impl Default for PluginConfig {
             metrics_stale_ms: 200,
             restore_public_model_name: false,
             upstream_info_headers: false,
+            body_routing: BodyRouting::default(),
             scorers: ScorerWeights::default(),
             saturation: SaturationThresholds::default(),
             prefix: PrefixConfig::default(),
@@ -67,6 +71,25 @@ impl Default for PluginConfig {
             api_paths: ApiPaths::default(),
         }
     }
+}
+
+/// How the request waits for the body that decides its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyRouting {
+    /// The headers callback pauses; needs `allow_on_headers_stop_iteration:
+    /// true` in the Wasm filter config. The filter writes the destination
+    /// (and the optional upstream info headers) as request headers.
+    #[default]
+    StopIteration,
+    /// The headers callback drops `content-length` and continues; a stock
+    /// `envoy.filters.http.buffer` after the filter holds the headers until
+    /// the body is complete, the body callback names the pod in the filter
+    /// state `wasm.<key_prefix>.destination`, and a `header_mutation` filter
+    /// after the buffer copies it into `x-gateway-destination-endpoint`.
+    /// No request header is written after the headers phase (Envoy refuses
+    /// it), so `upstream_info_headers` only applies to bodyless requests.
+    BufferFilter,
 }
 
 /// Largest accepted `max_body_bytes`: Envoy buffers the body in memory.
@@ -149,6 +172,13 @@ impl PluginConfig {
         }
     }
 
+    /// The property path the filter writes the destination to in
+    /// [`BodyRouting::BufferFilter`] mode; Envoy keeps it as filter state
+    /// `wasm.<this>` (read with `%FILTER_STATE(wasm.<this>:PLAIN)%`).
+    pub fn destination_property(&self) -> String {
+        format!("{}.destination", self.key_prefix)
+    }
+
     pub fn lease_key(&self) -> String {
         format!("{}.lease", self.key_prefix)
     }
@@ -198,6 +228,7 @@ mod tests {
   "metrics_stale_ms": 200,
   "restore_public_model_name": false,
   "upstream_info_headers": false,
+  "body_routing": "stop_iteration",
   "scorers": {"queue": 2.0, "kv_cache": 2.0, "lora": 1.0, "prefix": 6.0, "inflight": 1.0},
   "saturation": {"queue_threshold": 5, "kv_threshold": 0.8},
   "prefix": {"max_blocks": 128, "affinity_depth_blocks": 8, "load_factor": 1.25, "load_slack": 1},
@@ -214,6 +245,18 @@ mod tests {
         assert_eq!(c.prefix.affinity_depth_blocks, 8);
         assert_eq!(c.scheduler_config().metrics_stale_ms, 200);
         assert_eq!(c.snapshot_meta_key(), "llmgw.snapshot.meta");
+        assert_eq!(c.body_routing, BodyRouting::StopIteration);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn buffer_filter_mode_parses_and_names_its_filter_state() {
+        let c =
+            PluginConfig::parse(br#"{"body_routing":"buffer_filter","key_prefix":"eg1"}"#).unwrap();
+        assert_eq!(c.body_routing, BodyRouting::BufferFilter);
+        assert_eq!(c.destination_property(), "eg1.destination");
+        let err = PluginConfig::parse(br#"{"body_routing":"buffer"}"#).unwrap_err();
+        assert!(err.contains("unknown variant"), "{err}");
     }
 
     #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]

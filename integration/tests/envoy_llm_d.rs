@@ -67,6 +67,7 @@ async fn llm_d_rewrite_splits_and_llm_d_objectives_shed() -> Result<()> {
             "collector_cluster": "llmgw_collector",
             "cluster_pools": {GKE_POOL: format!("{LLM_D_NAMESPACE}/{GKE_POOL}")},
         }),
+        ..Default::default()
     })
     .await?;
     stack

@@ -97,6 +97,7 @@ async fn same_named_pools_in_two_namespaces_are_both_reachable() -> Result<()> {
             "collector_cluster": "llmgw_collector",
             "cluster_pools": {"team-a-llm": "team-a/llm", "team-b-llm": "team-b/llm"},
         }),
+        ..Default::default()
     })
     .await?;
     for header in ["a", "b"] {

@@ -18,6 +18,7 @@ async fn the_public_model_name_comes_back_in_json_and_in_every_streamed_event() 
             "collector_cluster": "llmgw_collector",
             "restore_public_model_name": true,
         }),
+        ..Default::default()
     })
     .await?;
     let chat =

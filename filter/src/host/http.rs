@@ -11,6 +11,7 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
+use crate::config::BodyRouting;
 use crate::decision::{decide, Decision, Rejection, RequestContext};
 use crate::errors::GatewayError;
 use crate::headers::{
@@ -60,6 +61,9 @@ pub(crate) struct GatewayHttp {
     holding: Option<Option<usize>>,
     /// Routed at the headers (an opened path): the body streams through.
     routed_at_headers: bool,
+    /// The headers went on (buffer-filter mode): Envoy refuses request
+    /// header writes from here on, and the SDK's setters would trap on that.
+    headers_released: bool,
 }
 
 impl GatewayHttp {
@@ -75,6 +79,38 @@ impl GatewayHttp {
             wants_hold: None,
             holding: None,
             routed_at_headers: false,
+            headers_released: false,
+        }
+    }
+
+    fn body_routing(&self) -> BodyRouting {
+        self.worker
+            .as_ref()
+            .map_or(BodyRouting::StopIteration, |w| w.config.body_routing)
+    }
+
+    /// Names the pod: a request header in stop-iteration mode, filter state
+    /// (copied into the header by a `header_mutation` filter) in
+    /// buffer-filter mode. False if the host refused.
+    fn name_destination(&self, worker: &Worker, endpoint: &str) -> bool {
+        match worker.config.body_routing {
+            BodyRouting::StopIteration => {
+                self.set_header(DESTINATION_HEADER, Some(endpoint));
+                true
+            }
+            BodyRouting::BufferFilter => {
+                let path = worker.config.destination_property();
+                match super::set_property(&path, endpoint.as_bytes()) {
+                    Ok(()) => true,
+                    Err(status) => {
+                        log(
+                            LogLevel::Error,
+                            &format!("llmgw: setting filter state {path}: status {status}"),
+                        );
+                        false
+                    }
+                }
+            }
         }
     }
 
@@ -223,12 +259,17 @@ impl GatewayHttp {
                     "the gateway could not rewrite the request",
                 ));
             }
-            if self.headers.content_length.is_some() {
+            if self.headers.content_length.is_some() && !self.headers_released {
                 self.set_header("content-length", Some(&new_body.len().to_string()));
             }
         }
-        self.set_header(DESTINATION_HEADER, Some(&decision.endpoint));
-        if worker.config.upstream_info_headers {
+        if !self.name_destination(worker, &decision.endpoint) {
+            return self.reply(&GatewayError::unavailable(
+                "routing_failed",
+                "the gateway could not name the chosen endpoint",
+            ));
+        }
+        if worker.config.upstream_info_headers && !self.headers_released {
             self.set_header(POOL_HEADER, Some(&decision.pool));
             if let Some(target) = &decision.target_model {
                 self.set_header(TARGET_MODEL_HEADER, Some(target));
@@ -416,6 +457,22 @@ impl HttpContext for GatewayHttp {
         }
         if end_of_stream {
             return self.route_without_body();
+        }
+        if self.body_routing() == BodyRouting::BufferFilter {
+            // The buffer filter after this one holds the headers until the
+            // body is complete; the body may change length on the way.
+            if self.headers.content_length.is_some() {
+                if let Err(status) =
+                    hostcalls::remove_map_value(MapType::HttpRequestHeaders, "content-length")
+                {
+                    log(
+                        LogLevel::Warn,
+                        &format!("llmgw: removing content-length: {status:?}"),
+                    );
+                }
+            }
+            self.headers_released = true;
+            return Action::Continue;
         }
         // Hold the headers until the body decides (needs
         // `allow_on_headers_stop_iteration: true` in the filter config).

@@ -38,6 +38,12 @@ pub(crate) fn log(level: LogLevel, message: &str) {
 
 #[link(wasm_import_module = "env")]
 extern "C" {
+    fn proxy_set_property(
+        path_data: *const u8,
+        path_size: usize,
+        value_data: *const u8,
+        value_size: usize,
+    ) -> u32;
     fn proxy_get_header_map_pairs(
         map_type: u32,
         return_map_data: *mut *mut u8,
@@ -64,5 +70,21 @@ pub(crate) fn request_header_map() -> Vec<u8> {
             return Vec::new();
         }
         Vec::from_raw_parts(data, size, size)
+    }
+}
+
+/// Sets the one-element property `path` (Envoy keeps it as filter state
+/// `wasm.<path>`), returning the host's status code on failure. The SDK's
+/// `set_property` panics (traps the VM) on any status other than Ok.
+pub(crate) fn set_property(path: &str, value: &[u8]) -> Result<(), u32> {
+    const STATUS_OK: u32 = 0;
+    // SAFETY: both pointers point at live byte slices of the given lengths,
+    // which the host only reads during the call.
+    let status =
+        unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    if status == STATUS_OK {
+        Ok(())
+    } else {
+        Err(status)
     }
 }

@@ -43,6 +43,60 @@ impl Route {
     }
 }
 
+/// How the filter holds a request until its body names the model (the
+/// filter's `body_routing` setting and the HTTP filters around it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BodyRouting {
+    /// `allow_on_headers_stop_iteration: true`; the filter writes the header.
+    #[default]
+    StopIteration,
+    /// Flag-free: a buffer filter after the wasm filter holds the headers and
+    /// a header_mutation copies the filter's filter state into the header.
+    BufferFilter,
+    /// Negative control: the filter in buffer-filter mode with neither the
+    /// buffer nor the header_mutation filter behind it.
+    BufferFilterMissing,
+}
+
+impl BodyRouting {
+    /// The filter's `body_routing` value for this mode.
+    pub fn plugin_value(self) -> &'static str {
+        match self {
+            BodyRouting::StopIteration => "stop_iteration",
+            BodyRouting::BufferFilter | BodyRouting::BufferFilterMissing => "buffer_filter",
+        }
+    }
+}
+
+/// The HTTP filters that follow the wasm filter in buffer-filter mode: a
+/// stock buffer holding the request until its body is complete (limit =
+/// `max_request_bytes`) and a header_mutation writing the destination the
+/// filter left in filter state `wasm.<key_prefix>.destination` into
+/// [`DESTINATION_HEADER`]. Indented for a list at `indent` spaces.
+pub fn buffer_filter_chain(key_prefix: &str, max_request_bytes: u64, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    format!(
+        r#"{pad}# Holds the headers until the body is complete (the filter continues
+{pad}# from its headers callback; the body callback decides).
+{pad}- name: envoy.filters.http.buffer
+{pad}  typed_config:
+{pad}    "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer
+{pad}    max_request_bytes: {max_request_bytes}
+{pad}# Copies the filter's pick (filter state) into the destination header.
+{pad}- name: envoy.filters.http.header_mutation
+{pad}  typed_config:
+{pad}    "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+{pad}    mutations:
+{pad}      request_mutations:
+{pad}      - append:
+{pad}          header:
+{pad}            key: {DESTINATION_HEADER}
+{pad}            value: "%FILTER_STATE(wasm.{key_prefix}.destination:PLAIN)%"
+{pad}          append_action: OVERWRITE_IF_EXISTS_OR_ADD
+"#
+    )
+}
+
 /// Everything that differs between the demo and a test's Envoy.
 #[derive(Debug, Clone)]
 pub struct EnvoyConfig {
@@ -66,6 +120,8 @@ pub struct EnvoyConfig {
     /// replies (integration/src/e2e/edge.rs). Its body limit also becomes the
     /// filter's `max_body_bytes` unless `plugin_config` sets one.
     pub limits: EdgeLimits,
+    /// How the filter waits for the body (the demo: stop_iteration).
+    pub body_routing: BodyRouting,
 }
 
 impl EnvoyConfig {
@@ -105,6 +161,7 @@ impl EnvoyConfig {
             ],
             buffer_limit_bytes: EdgeLimits::default().buffer_limit_bytes(),
             limits: EdgeLimits::default(),
+            body_routing: BodyRouting::StopIteration,
         }
     }
 
@@ -122,14 +179,24 @@ impl EnvoyConfig {
     /// The bootstrap YAML.
     pub fn render(&self) -> String {
         let mut y = String::new();
-        let mut plugin_config = self.plugin_config.clone();
-        if let Some(object) = plugin_config.as_object_mut() {
-            object
-                .entry("max_body_bytes")
+        let mut plugin = self.plugin_config.clone();
+        if let Some(map) = plugin.as_object_mut() {
+            map.entry("max_body_bytes")
                 .or_insert(self.limits.body_limit_bytes.into());
+            if self.body_routing != BodyRouting::StopIteration {
+                map.insert(
+                    "body_routing".into(),
+                    self.body_routing.plugin_value().into(),
+                );
+            }
         }
+        let key_prefix = plugin
+            .get("key_prefix")
+            .and_then(|v| v.as_str())
+            .unwrap_or("llmgw")
+            .to_string();
         let plugin_config =
-            serde_json::to_string(&plugin_config.to_string()).expect("a string serializes");
+            serde_json::to_string(&plugin.to_string()).expect("a string serializes");
         let _ = write!(
             y,
             r#"# Envoy 1.40 in front of simulated (or real) vLLM pods, with the llm-gateway
@@ -220,9 +287,7 @@ static_resources:
               "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
               config:
                 name: llm_gateway
-                # The filter pauses in on_http_request_headers until it has read `model`.
-                allow_on_headers_stop_iteration: true
-                vm_config:
+{stop_iteration}                vm_config:
                   # One vm_id: the workers share pool state and the collector lease.
                   vm_id: llmgw
                   runtime: envoy.wasm.runtime.v8
@@ -233,7 +298,19 @@ static_resources:
                   value: {plugin_config}
 "#,
                 wasm = self.wasm_path,
+                stop_iteration = if self.body_routing == BodyRouting::StopIteration {
+                    "                # The filter pauses in on_http_request_headers until it has read `model`.\n                allow_on_headers_stop_iteration: true\n"
+                } else {
+                    ""
+                },
             );
+            if self.body_routing == BodyRouting::BufferFilter {
+                y.push_str(&buffer_filter_chain(
+                    &key_prefix,
+                    self.buffer_limit_bytes,
+                    10,
+                ));
+            }
         }
         let _ = write!(
             y,

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
 use super::edge::EdgeLimits;
-use super::envoy_config::{EnvoyConfig, Route};
+use super::envoy_config::{BodyRouting, EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
@@ -28,6 +28,10 @@ pub struct PoolPod {
     pub pod: SimPod,
 }
 
+/// Renders a test's Envoy bootstrap itself (e.g. a gateway emulation) from
+/// the ports and paths the stack chose and the pods it started.
+pub type CustomEnvoy = fn(&EnvoyConfig, &[PoolPod]) -> Result<String>;
+
 /// What a test's gateway consists of.
 #[derive(Debug, Clone, Default)]
 pub struct StackSpec {
@@ -40,6 +44,10 @@ pub struct StackSpec {
     pub routes: Vec<Route>,
     /// The filter's plugin configuration; `null` means the demo's.
     pub plugin_config: serde_json::Value,
+    /// How the filter waits for the body (default: stop_iteration).
+    pub body_routing: BodyRouting,
+    /// Replaces the rendered [`EnvoyConfig`] when set.
+    pub custom_envoy: Option<CustomEnvoy>,
 }
 
 /// A running gateway.
@@ -104,8 +112,13 @@ impl Stack {
         }
         config.buffer_limit_bytes = limits.buffer_limit_bytes();
         config.limits = limits;
+        config.body_routing = spec.body_routing;
         let config_path = dir.path().join("envoy.yaml");
-        std::fs::write(&config_path, config.render())?;
+        let text = match spec.custom_envoy {
+            Some(render) => render(&config, &spec.pods)?,
+            None => config.render(),
+        };
+        std::fs::write(&config_path, text)?;
         let envoy = Envoy::start(&config_path, admin, &log_dir).await?;
 
         Ok(Self {

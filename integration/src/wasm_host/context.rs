@@ -46,6 +46,8 @@ pub(crate) struct HttpContextState {
     pub resume_response: bool,
     /// `proxy_close_stream` was called: Envoy resets the stream.
     pub reset: bool,
+    /// The request headers went on upstream; writing them now is refused.
+    pub request_headers_released: bool,
 }
 
 /// What a gRPC token a VM holds refers to.

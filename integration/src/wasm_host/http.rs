@@ -48,11 +48,21 @@ pub struct Exchange {
     pub stalled: bool,
     /// Fuel the VM spent on this exchange (≈ wasm instructions).
     pub fuel: u64,
+    /// The stream's properties when it ended, including what the filter set
+    /// (`proxy_set_property`; Envoy keeps those as filter state `wasm.<path>`).
+    pub properties: HashMap<Vec<String>, Vec<u8>>,
 }
 
 impl Exchange {
     pub fn forwarded(&self) -> bool {
         self.upstream.is_some()
+    }
+
+    /// A property the filter set on this stream (one-element path).
+    pub fn property(&self, name: &str) -> Option<&[u8]> {
+        self.properties
+            .get(&vec![name.to_string()])
+            .map(Vec::as_slice)
     }
 
     /// A header as the upstream received it.
@@ -187,6 +197,7 @@ impl<'w> HttpStream<'w> {
             http.resume_request = false;
             if self.upstream_headers.is_none() {
                 self.upstream_headers = Some(http.request_headers.clone());
+                http.request_headers_released = true;
             }
             self.upstream_body.append(&mut http.request_body);
         }
@@ -318,6 +329,14 @@ impl<'w> HttpStream<'w> {
     /// Ends the stream (done, log, delete) and returns its record.
     pub fn finish(mut self) -> anyhow::Result<Exchange> {
         self.finished = true;
+        let properties = {
+            let mut core = self.worker.lock();
+            core.state()
+                .http
+                .get(&self.context)
+                .map(|http| http.properties.clone())
+                .unwrap_or_default()
+        };
         let result = self.worker.lock().end_http_context(self.context);
         result?;
         self.worker.host.pump()?;
@@ -342,6 +361,7 @@ impl<'w> HttpStream<'w> {
             reset: self.reset,
             stalled,
             fuel: self.worker.fuel_used() - self.fuel_at_start,
+            properties,
         })
     }
 }

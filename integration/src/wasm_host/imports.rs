@@ -131,6 +131,16 @@ fn http_map_mut<'s>(
     })
 }
 
+/// Envoy refuses request header writes once the headers went on to the next
+/// filter (the router has already picked the host): BadArgument, which the
+/// proxy-wasm SDK's setters turn into a panic (a VM trap here).
+fn request_headers_released(state: &mut WorkerState, map: i32) -> bool {
+    MapType::from_raw(map) == Some(MapType::HttpRequestHeaders)
+        && state
+            .current_http()
+            .is_some_and(|http| http.request_headers_released)
+}
+
 /// Registers every host function. Imports the module has beyond these are
 /// linked by [`link_unimplemented`] to a trap.
 pub(crate) fn add_to_linker(linker: &mut Linker<WorkerState>) -> wasmtime::Result<()> {
@@ -173,6 +183,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<WorkerState>) -> wasmtime::Resul
         "env",
         "proxy_set_header_map_pairs",
         |mut c: Ctx<'_>, map: i32, ptr: i32, len: i32| {
+            if request_headers_released(c.data_mut(), map) {
+                return Ok(status::BAD_ARGUMENT);
+            }
             let pairs = abi::deserialize_map(&read(&mut c, ptr, len)?).map_err(bug)?;
             let target = http_map_mut(c.data_mut(), map_type(map)?, "proxy_set_header_map_pairs")?;
             *target = HeaderMap::from_pairs(pairs);
@@ -195,6 +208,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<WorkerState>) -> wasmtime::Resul
         "env",
         "proxy_replace_header_map_value",
         |mut c: Ctx<'_>, map: i32, key: i32, key_len: i32, value: i32, value_len: i32| {
+            if request_headers_released(c.data_mut(), map) {
+                return Ok(status::BAD_ARGUMENT);
+            }
             let key = read_string(&mut c, key, key_len)?;
             let value = read(&mut c, value, value_len)?;
             http_map_mut(
@@ -210,6 +226,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<WorkerState>) -> wasmtime::Resul
         "env",
         "proxy_add_header_map_value",
         |mut c: Ctx<'_>, map: i32, key: i32, key_len: i32, value: i32, value_len: i32| {
+            if request_headers_released(c.data_mut(), map) {
+                return Ok(status::BAD_ARGUMENT);
+            }
             let key = read_string(&mut c, key, key_len)?;
             let value = read(&mut c, value, value_len)?;
             http_map_mut(c.data_mut(), map_type(map)?, "proxy_add_header_map_value")?
@@ -221,6 +240,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<WorkerState>) -> wasmtime::Resul
         "env",
         "proxy_remove_header_map_value",
         |mut c: Ctx<'_>, map: i32, key: i32, key_len: i32| {
+            if request_headers_released(c.data_mut(), map) {
+                return Ok(status::BAD_ARGUMENT);
+            }
             let key = read_string(&mut c, key, key_len)?;
             http_map_mut(
                 c.data_mut(),
