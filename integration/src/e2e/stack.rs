@@ -90,6 +90,14 @@ impl Stack {
         config.collector_grpc = collector_grpc;
         config.wasm_path = artifacts::filter_wasm()?.display().to_string();
         config.routes = spec.routes.clone();
+        config.pool_endpoints.clear();
+        for p in &spec.pods {
+            config
+                .pool_endpoints
+                .entry(p.pool.clone())
+                .or_default()
+                .push(p.pod.addr());
+        }
         if !spec.plugin_config.is_null() {
             config.plugin_config = spec.plugin_config.clone();
         }
