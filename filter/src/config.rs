@@ -33,6 +33,9 @@ pub struct PluginConfig {
     /// host sets on a request costs ~10 µs of Envoy CPU (BENCHMARKS.md,
     /// overhead), and the pod already sees the target model in the body.
     pub upstream_info_headers: bool,
+    /// Next-best distinct endpoints named after the pick in
+    /// `x-gateway-destination-endpoint` (Envoy's retries go to them in order).
+    pub fallbacks: usize,
     pub scorers: ScorerWeights,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
@@ -49,12 +52,18 @@ impl Default for PluginConfig {
             metrics_stale_ms: 200,
             restore_public_model_name: false,
             upstream_info_headers: false,
+            fallbacks: DEFAULT_FALLBACKS,
             scorers: ScorerWeights::default(),
             saturation: SaturationThresholds::default(),
             prefix: PrefixConfig::default(),
         }
     }
 }
+
+/// Fallbacks named by default (the rendered routes retry twice).
+pub const DEFAULT_FALLBACKS: usize = 2;
+/// Most fallbacks accepted (each is a scheduler pass).
+pub const MAX_FALLBACKS: usize = 8;
 
 /// Largest accepted `max_body_bytes`: Envoy buffers the body in memory.
 pub const MAX_BODY_LIMIT: u64 = 1 << 30;
@@ -91,6 +100,9 @@ impl PluginConfig {
         }
         if self.state_timeout_ms == 0 {
             return Err("state_timeout_ms must be > 0".into());
+        }
+        if self.fallbacks > MAX_FALLBACKS {
+            return Err(format!("fallbacks must be in 0..={MAX_FALLBACKS}"));
         }
         if self.metrics_stale_ms == 0 {
             return Err("metrics_stale_ms must be > 0".into());
