@@ -368,10 +368,12 @@ impl GatewayHttp {
             return;
         }
         sent.served_read = true;
-        let host = upstream_address();
-        let served = host
-            .as_deref()
-            .and_then(|h| sent.listed.iter().position(|(a, _)| a == h));
+        // Without the property (a host that does not provide it) the pick
+        // is taken to have served, unless the response flags say otherwise.
+        let served = match upstream_address() {
+            Some(host) => sent.listed.iter().position(|(a, _)| *a == host),
+            None => Some(0),
+        };
         let Some((address, hash)) = served.and_then(|i| sent.listed.get(i)).cloned() else {
             return;
         };

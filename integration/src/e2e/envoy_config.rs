@@ -364,10 +364,11 @@ impl EnvoyConfig {
     per_connection_buffer_limit_bytes: {buffer_limit}
     circuit_breakers:
       thresholds:
-      # At most a fifth of the active requests may be retries (at least 3 at once).
+      # Retries in flight at once: at most half the active requests (at least 8),
+      # enough for a dead pod's share of a pool, never a storm of the whole load.
       - retry_budget:
-          budget_percent: {{ value: 20.0 }}
-          min_retry_concurrency: 3
+          budget_percent: {{ value: 50.0 }}
+          min_retry_concurrency: 8
     # Passive: a pod that refuses or resets 3 connections in a row leaves the
     # cluster for 5 s (never more than half the pool).
     outlier_detection:
