@@ -49,6 +49,8 @@ fn envoy_validates_the_demo_config_with_the_real_filter() -> Result<()> {
 fn envoy_validates_the_original_dst_alternative() -> Result<()> {
     let mut config = EnvoyConfig::demo();
     config.data_path = DataPath::OriginalDst;
+    config.plugin_config =
+        serde_json::json!({ "collector_cluster": "llmgw_collector", "fallbacks": 0 });
     let yaml = config.render();
     assert!(yaml.contains("type: ORIGINAL_DST") && !yaml.contains("override_host"));
     envoy_validates(&mut config)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use integration::e2e::envoy_config::Route;
+use integration::e2e::envoy_config::{DataPath, Route};
 use integration::e2e::scenarios::{self, GKE_POOL, LLAMA_SIM_ARGS};
 use integration::e2e::stack::{Stack, StackSpec};
 use integration::e2e::wait::wait_until;
@@ -223,6 +223,7 @@ async fn collector_down_and_a_dead_fail_open_pod_still_serves_99_percent() -> Re
             "collector_cluster": "llmgw_collector",
             "state_timeout_ms": STATE_TIMEOUT_MS,
         }),
+        ..Default::default()
     })
     .await?;
     let body = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":1}"#;
@@ -259,5 +260,33 @@ async fn collector_down_and_a_dead_fail_open_pod_still_serves_99_percent() -> Re
         "only {served}/{REQUESTS} served\n{}",
         stack.diagnostics()
     );
+    Ok(())
+}
+
+/// The documented alternative: ORIGINAL_DST pool clusters with the filter
+/// naming one address (`fallbacks: 0`) still route every request to the pick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_original_dst_alternative_routes_to_the_pick() -> Result<()> {
+    let mut spec = scenarios::gke_spec(2, &["--time-scale", "0.01"])?;
+    spec.data_path = DataPath::OriginalDst;
+    spec.plugin_config = serde_json::json!({
+        "collector_cluster": "llmgw_collector",
+        "fallbacks": 0,
+    });
+    let stack = Stack::start(spec).await?;
+    let body = r#"{"model":"food-review","prompt":"hi","max_tokens":1}"#;
+    stack.wait_routable("/v1/completions", &[], body).await?;
+    for _ in 0..20 {
+        let reply = stack.post("/v1/completions", &[], body).await?;
+        assert_eq!(
+            reply.status,
+            200,
+            "{}\n{}",
+            reply.text(),
+            stack.diagnostics()
+        );
+        let pod = reply.served_by().unwrap_or("?");
+        assert_eq!(stack.pool_of(pod), Some(GKE_POOL), "served by {pod}");
+    }
     Ok(())
 }

@@ -63,6 +63,7 @@ async fn collector_down_fail_open_serves_fail_close_refuses_and_both_recover() -
             "collector_cluster": "llmgw_collector",
             "state_timeout_ms": STATE_TIMEOUT_MS,
         }),
+        ..Default::default()
     })
     .await?;
     let probe = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","prompt":"hello","max_tokens":1}"#;

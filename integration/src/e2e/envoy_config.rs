@@ -29,7 +29,8 @@ pub enum DataPath {
     #[default]
     OverrideHost,
     /// `ORIGINAL_DST` on the header: any address the header names, one host
-    /// per request, a retry goes back to the same host.
+    /// per request, a retry goes back to the same host. The header must hold
+    /// one address, so the filter's `fallbacks` must be 0.
     OriginalDst,
 }
 

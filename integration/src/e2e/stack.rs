@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
-use super::envoy_config::{EnvoyConfig, Route};
+use super::envoy_config::{DataPath, EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
@@ -38,6 +38,8 @@ pub struct StackSpec {
     pub routes: Vec<Route>,
     /// The filter's plugin configuration; `null` means the demo's.
     pub plugin_config: serde_json::Value,
+    /// The pool clusters' shape (override_host unless a test says otherwise).
+    pub data_path: DataPath,
 }
 
 /// A running gateway.
@@ -90,6 +92,7 @@ impl Stack {
         config.collector_grpc = collector_grpc;
         config.wasm_path = artifacts::filter_wasm()?.display().to_string();
         config.routes = spec.routes.clone();
+        config.data_path = spec.data_path;
         config.pool_endpoints.clear();
         for p in &spec.pods {
             config

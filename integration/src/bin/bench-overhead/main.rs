@@ -186,7 +186,9 @@ async fn run(args: &Args) -> Result<()> {
     config.collector_grpc = collector.grpc;
     config.routes = vec![Route::to_pool("the benchmark pool", None, POOL)];
     if args.original_dst {
+        // ORIGINAL_DST takes one address: the filter names no fallbacks.
         config.data_path = DataPath::OriginalDst;
+        config.plugin_config["fallbacks"] = serde_json::json!(0);
     }
     config.pool_endpoints = [(POOL.to_string(), pods.iter().map(|p| p.addr()).collect())].into();
     let addrs: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.addr().to_string()).collect());
