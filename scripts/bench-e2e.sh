@@ -196,13 +196,14 @@ wait_for "the collector to publish $PODS ready pods" 30 collector_sees_all_pods
 
 # The gateway: the filter's Envoy configuration (as in envoy.yaml) with this
 # benchmark's pool, ports and collector.
-sed -e "s|@LISTEN_PORT@|$GATEWAY_PORT|; s|@ADMIN_PORT@|$GATEWAY_ADMIN|; s|@POOL@|$POOL|g" \
-    -e "s|@WASM@|$WASM|; s|@COLLECTOR_IP@|${COLLECTOR_GRPC%:*}|; s|@COLLECTOR_PORT@|${COLLECTOR_GRPC##*:}|" \
-    bench/e2e/envoy-gateway.yaml.in >"$OUT/envoy-gateway.yaml"
 endpoints=""
 for i in $(seq "$PODS"); do
   endpoints+="        - endpoint: { address: { socket_address: { address: $(pod_ip "$i"), port_value: $POD_PORT } } }"$'\n'
 done
+sed -e "s|@LISTEN_PORT@|$GATEWAY_PORT|; s|@ADMIN_PORT@|$GATEWAY_ADMIN|; s|@POOL@|$POOL|g" \
+    -e "s|@WASM@|$WASM|; s|@COLLECTOR_IP@|${COLLECTOR_GRPC%:*}|; s|@COLLECTOR_PORT@|${COLLECTOR_GRPC##*:}|" \
+    bench/e2e/envoy-gateway.yaml.in | awk -v eps="$endpoints" '$0 == "@ENDPOINTS@" { printf "%s", eps; next } { print }' \
+    >"$OUT/envoy-gateway.yaml"
 sed -e "s|@LISTEN_PORT@|$RR_PORT|; s|@ADMIN_PORT@|$RR_ADMIN|; s|@POOL@|$POOL|g" \
     bench/e2e/envoy-round-robin.yaml.in | awk -v eps="$endpoints" '$0 == "@ENDPOINTS@" { printf "%s", eps; next } { print }' \
     >"$OUT/envoy-round-robin.yaml"

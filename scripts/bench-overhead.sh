@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the gateway filter adds inside Envoy: two Envoys side by side on the same
 # trivial upstream pods, one with the filter picking the pod and one routing the
-# same requests to the pod the client names (ORIGINAL_DST, no filter); rounds of
+# same requests to the pod the client names (same pool cluster, no filter; the
+# cluster is override_host, or ORIGINAL_DST with --original-dst); rounds of
 # closed-loop load alternate between them for 1 KB and 200 KB bodies.
 # `make bench-overhead` builds first; arguments go to the benchmark binary
 # (`--rounds`, `--requests`, `--concurrency`, `--sizes`; see --help).

@@ -39,6 +39,9 @@ pub struct PluginConfig {
     /// How the filter holds the request while it reads the body (see
     /// docs/ARCHITECTURE.md "Body routing modes").
     pub body_routing: BodyRouting,
+    /// Next-best distinct endpoints named after the pick in
+    /// `x-gateway-destination-endpoint` (Envoy's retries go to them in order).
+    pub fallbacks: usize,
     pub scorers: ScorerWeights,
     pub saturation: SaturationThresholds,
     pub prefix: PrefixConfig,
@@ -63,6 +66,7 @@ impl Default for PluginConfig {
             restore_public_model_name: false,
             upstream_info_headers: false,
             body_routing: BodyRouting::default(),
+            fallbacks: DEFAULT_FALLBACKS,
             scorers: ScorerWeights::default(),
             saturation: SaturationThresholds::default(),
             prefix: PrefixConfig::default(),
@@ -91,6 +95,11 @@ pub enum BodyRouting {
     /// it), so `upstream_info_headers` only applies to bodyless requests.
     BufferFilter,
 }
+
+/// Fallbacks named by default (the rendered routes retry twice).
+pub const DEFAULT_FALLBACKS: usize = 2;
+/// Most fallbacks accepted (each is a scheduler pass).
+pub const MAX_FALLBACKS: usize = 8;
 
 /// Largest accepted `max_body_bytes`: Envoy buffers the body in memory.
 pub const MAX_BODY_LIMIT: u64 = 1 << 30;
@@ -129,6 +138,9 @@ impl PluginConfig {
         }
         if self.state_timeout_ms == 0 {
             return Err("state_timeout_ms must be > 0".into());
+        }
+        if self.fallbacks > MAX_FALLBACKS {
+            return Err(format!("fallbacks must be in 0..={MAX_FALLBACKS}"));
         }
         if self.metrics_stale_ms == 0 {
             return Err("metrics_stale_ms must be > 0".into());

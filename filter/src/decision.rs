@@ -37,6 +37,10 @@ pub struct Decision {
     pub endpoint: String,
     /// `EndpointView::address_hash` of `endpoint` (keys the in-flight table).
     pub endpoint_hash: u64,
+    /// The next-best distinct endpoints (`ip:port`, address hash), best
+    /// first: the header's later entries, which Envoy's override_host policy
+    /// tries on retries. At most `PluginConfig::fallbacks`.
+    pub fallbacks: Vec<(String, u64)>,
     /// The model the client asked for (`None` for body-less requests).
     pub public_model: Option<String>,
     /// The model sent upstream.
@@ -85,6 +89,33 @@ pub fn decide(
     placement: &mut dyn PlacementState,
     draws: &mut Draws,
 ) -> Result<Decision, Rejection> {
+    decide_avoiding(
+        config,
+        scheduler,
+        ctx,
+        body,
+        inflight,
+        |_| Vec::new(),
+        placement,
+        draws,
+    )
+}
+
+/// [`decide`], avoiding the endpoints whose address hashes `avoided` returns
+/// (known to have just failed, `crate::failures`) for the primary pick and
+/// the fallbacks alike, unless every endpoint is avoided (then the best of
+/// them is tried anyway).
+#[allow(clippy::too_many_arguments)]
+pub fn decide_avoiding(
+    config: &PluginConfig,
+    scheduler: &Scheduler,
+    ctx: RequestContext<'_>,
+    body: Option<&[u8]>,
+    inflight: impl FnOnce(&PoolView) -> Vec<u32>,
+    avoided: impl FnOnce(&PoolView) -> Vec<u64>,
+    placement: &mut dyn PlacementState,
+    draws: &mut Draws,
+) -> Result<Decision, Rejection> {
     if let Some(body) = body {
         if body.len() as u64 > config.max_body_bytes {
             return Err(Rejection::new(
@@ -123,8 +154,10 @@ pub fn decide(
     let target_model = choice.as_ref().map(|c| c.target_model.clone());
     let stale = age_ms > config.state_timeout_ms;
     let counts = inflight(pool);
+    let mut excluded = avoided(pool);
+    let fallback_rand = draws.next_u64();
 
-    let (pick, fail_open) = if stale {
+    let (pick, fallbacks, fail_open) = if stale {
         if pool.failure_mode == PoolFailureMode::FailClose {
             return Err(Rejection::new(
                 GatewayError::unavailable(
@@ -134,10 +167,25 @@ pub fn decide(
                 Some(pool_name),
             ));
         }
-        (
-            scheduler.pick_fail_open(pool, &counts, draws.next_u64()),
-            true,
-        )
+        let rand = draws.next_u64();
+        let pick = scheduler
+            .pick_fail_open_excluding(pool, &counts, rand, &excluded)
+            .or_else(|_| scheduler.pick_fail_open(pool, &counts, rand));
+        let mut fallbacks = Vec::new();
+        if let Ok(first) = &pick {
+            push_hash(pool, first.endpoint, &mut excluded);
+            for i in 0..config.fallbacks {
+                let rand = fallback_rand.wrapping_add(i as u64);
+                match scheduler.pick_fail_open_excluding(pool, &counts, rand, &excluded) {
+                    Ok(next) => {
+                        push_hash(pool, next.endpoint, &mut excluded);
+                        fallbacks.push(next.endpoint);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        (pick, fallbacks, true)
     } else {
         let priority =
             RequestPriority::resolve(pool, ctx.objective, choice.as_ref().and_then(|c| c.rule));
@@ -162,10 +210,25 @@ pub fn decide(
             &scheduler.config().prefix,
         );
         scheduler.follow_unplaced(pool, &mut features, placement, ctx.now_ms);
-        (
-            scheduler.pick(pool, &features, &counts, age_ms, draws.next_u64()),
-            false,
-        )
+        let rand = draws.next_u64();
+        let pick = scheduler
+            .pick_excluding(pool, &features, &counts, age_ms, rand, &excluded)
+            .or_else(|_| scheduler.pick(pool, &features, &counts, age_ms, rand));
+        let mut fallbacks = Vec::new();
+        if let Ok(first) = &pick {
+            push_hash(pool, first.endpoint, &mut excluded);
+            for i in 0..config.fallbacks {
+                let rand = fallback_rand.wrapping_add(i as u64);
+                match scheduler.pick_excluding(pool, &features, &counts, age_ms, rand, &excluded) {
+                    Ok(next) => {
+                        push_hash(pool, next.endpoint, &mut excluded);
+                        fallbacks.push(next.endpoint);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        (pick, fallbacks, false)
     };
     let pick = pick.map_err(|e| {
         Rejection::new(
@@ -187,6 +250,12 @@ pub fn decide(
             )
         })?;
 
+    let fallbacks = fallbacks
+        .iter()
+        .filter_map(|&i| pool.endpoints.get(i))
+        .map(|e| (e.address.clone(), e.address_hash))
+        .collect();
+
     let report_key = scheduler.record_pick(pool, &pick, endpoint_hash, placement, ctx.now_ms);
 
     let new_body = match (&parsed, body, &choice) {
@@ -199,6 +268,7 @@ pub fn decide(
         pool: pool_name.to_owned(),
         endpoint,
         endpoint_hash,
+        fallbacks,
         model_label: public_model
             .map_or_else(|| "none".into(), |m| stats::model_label(Some(pool), m)),
         target_label: target_model
@@ -236,6 +306,13 @@ fn pool_lookup_rejection(
         ),
     };
     Rejection::new(error, Some(&shown))
+}
+
+/// Adds the address hash of `pool.endpoints[index]` to `hashes`.
+fn push_hash(pool: &PoolView, index: usize, hashes: &mut Vec<u64>) {
+    if let Some(e) = pool.endpoints.get(index) {
+        hashes.push(e.address_hash);
+    }
 }
 
 #[cfg(test)]
@@ -305,6 +382,114 @@ mod tests {
             &mut PlacementMemory::new(),
             &mut Draws::new(3),
         )
+    }
+
+    fn three_pods(failure_mode: FailureMode) -> StateView {
+        let mut p = pool(
+            "llm",
+            vec![
+                endpoint("10.0.0.1:8000", 0, 0.1),
+                endpoint("10.0.0.2:8000", 1, 0.2),
+                endpoint("10.0.0.3:8000", 3, 0.5),
+            ],
+        );
+        p.failure_mode = failure_mode as i32;
+        StateView::from_snapshot(
+            &Snapshot {
+                pools: vec![p],
+                ..Default::default()
+            },
+            1,
+        )
+    }
+
+    fn run_avoiding(
+        state: &StateView,
+        age_ms: u32,
+        avoided: &[&str],
+        fallbacks: usize,
+    ) -> Result<Decision, Rejection> {
+        let config = PluginConfig {
+            fallbacks,
+            ..Default::default()
+        };
+        let scheduler = Scheduler::new(config.scheduler_config());
+        let ctx = RequestContext {
+            cluster: Some("llm"),
+            objective: None,
+            state: Some((state, age_ms)),
+            now_ms: 0,
+        };
+        decide_avoiding(
+            &config,
+            &scheduler,
+            ctx,
+            Some(BODY),
+            |p| vec![0; p.endpoints.len()],
+            |p| {
+                p.endpoints
+                    .iter()
+                    .filter(|e| avoided.contains(&e.address.as_str()))
+                    .map(|e| e.address_hash)
+                    .collect()
+            },
+            &mut PlacementMemory::new(),
+            &mut Draws::new(3),
+        )
+    }
+
+    fn addresses(d: &Decision) -> Vec<&str> {
+        std::iter::once(d.endpoint.as_str())
+            .chain(d.fallbacks.iter().map(|(a, _)| a.as_str()))
+            .collect()
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn names_the_next_best_distinct_pods_as_fallbacks() {
+        let s = three_pods(FailureMode::FailClose);
+        let d = run_avoiding(&s, 10, &[], 2).unwrap();
+        assert_eq!(
+            addresses(&d),
+            ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]
+        );
+        assert_eq!(
+            d.fallbacks[0].1,
+            s.pool("llm").unwrap().endpoints[1].address_hash
+        );
+        assert_eq!(addresses(&run_avoiding(&s, 10, &[], 1).unwrap()).len(), 2);
+        assert_eq!(addresses(&run_avoiding(&s, 10, &[], 0).unwrap()).len(), 1);
+        // More fallbacks asked than pods: every pod once.
+        assert_eq!(addresses(&run_avoiding(&s, 10, &[], 8).unwrap()).len(), 3);
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn known_failed_pods_are_neither_picked_nor_fallbacks() {
+        let s = three_pods(FailureMode::FailClose);
+        let d = run_avoiding(&s, 10, &["10.0.0.1:8000"], 2).unwrap();
+        assert_eq!(addresses(&d), ["10.0.0.2:8000", "10.0.0.3:8000"]);
+        // Every pod failed: the best is still tried, with no fallbacks.
+        let all = ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"];
+        assert_eq!(
+            addresses(&run_avoiding(&s, 10, &all, 2).unwrap()),
+            ["10.0.0.1:8000"]
+        );
+    }
+
+    #[cfg_attr(target_arch = "wasm32", wasm_bindgen_test::wasm_bindgen_test)]
+    #[cfg_attr(not(target_arch = "wasm32"), test)]
+    fn fail_open_picks_avoid_failed_pods_and_carry_fallbacks() {
+        let s = three_pods(FailureMode::FailOpen);
+        let d = run_avoiding(&s, 60_000, &["10.0.0.2:8000"], 2).unwrap();
+        assert!(d.fail_open);
+        let picked = addresses(&d);
+        assert_eq!(picked.len(), 2);
+        assert!(!picked.contains(&"10.0.0.2:8000"), "{picked:?}");
+        let d = run_avoiding(&s, 60_000, &[], 2).unwrap();
+        let mut picked = addresses(&d);
+        picked.sort_unstable();
+        assert_eq!(picked, ["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"]);
     }
 
     const BODY: &[u8] =

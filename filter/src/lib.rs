@@ -10,6 +10,7 @@
 pub mod config;
 pub mod decision;
 pub mod errors;
+pub mod failures;
 pub mod headers;
 pub mod inflight;
 pub mod lease;

@@ -198,15 +198,30 @@ impl Scheduler {
         snapshot_age_ms: u32,
         rand: u64,
     ) -> Result<Pick, NoEndpoint> {
+        self.pick_excluding(pool, request, inflight, snapshot_age_ms, rand, &[])
+    }
+
+    /// [`Scheduler::pick`] among the endpoints whose address hash is not in
+    /// `excluded` (known-failed endpoints, picks already made); `NoneReady`
+    /// when that leaves none.
+    pub fn pick_excluding(
+        &self,
+        pool: &PoolView,
+        request: &RequestFeatures,
+        inflight: &[u32],
+        snapshot_age_ms: u32,
+        rand: u64,
+        excluded: &[u64],
+    ) -> Result<Pick, NoEndpoint> {
         let stale_ms = self.config.metrics_stale_ms;
         let fresh = |e: &EndpointView| e.metrics_age_now_ms(snapshot_age_ms) <= stale_ms;
 
-        // Filter: ready.
+        // Filter: ready, not excluded.
         let mut candidates: Vec<Candidate> = pool
             .endpoints
             .iter()
             .enumerate()
-            .filter(|(_, e)| e.ready)
+            .filter(|(_, e)| e.ready && !excluded.contains(&e.address_hash))
             .map(|(index, endpoint)| Candidate {
                 index,
                 endpoint,
@@ -215,7 +230,7 @@ impl Scheduler {
             })
             .collect();
         if candidates.is_empty() {
-            return Err(if pool.endpoints.is_empty() {
+            return Err(if pool.endpoints.is_empty() && excluded.is_empty() {
                 NoEndpoint::EmptyPool
             } else {
                 NoEndpoint::NoneReady
@@ -384,13 +399,38 @@ impl Scheduler {
         inflight: &[u32],
         rand: u64,
     ) -> Result<Pick, NoEndpoint> {
+        self.pick_fail_open_excluding(pool, inflight, rand, &[])
+    }
+
+    /// [`Scheduler::pick_fail_open`] among the endpoints whose address hash
+    /// is not in `excluded`; `NoneReady` when that leaves none.
+    pub fn pick_fail_open_excluding(
+        &self,
+        pool: &PoolView,
+        inflight: &[u32],
+        rand: u64,
+        excluded: &[u64],
+    ) -> Result<Pick, NoEndpoint> {
         if pool.endpoints.is_empty() {
             return Err(NoEndpoint::EmptyPool);
         }
-        let any_ready = pool.endpoints.iter().any(|e| e.ready);
+        let allowed = |i: usize| {
+            pool.endpoints
+                .get(i)
+                .is_some_and(|e| !excluded.contains(&e.address_hash))
+        };
+        let any_ready = pool
+            .endpoints
+            .iter()
+            .enumerate()
+            .any(|(i, e)| e.ready && allowed(i));
         let candidates: Vec<usize> = (0..pool.endpoints.len())
+            .filter(|&i| allowed(i))
             .filter(|&i| !any_ready || pool.endpoints.get(i).is_some_and(|e| e.ready))
             .collect();
+        if candidates.is_empty() {
+            return Err(NoEndpoint::NoneReady);
+        }
         let scores: Vec<f64> = candidates
             .iter()
             .map(|&i| -f64::from(inflight.get(i).copied().unwrap_or(0)))

@@ -18,6 +18,14 @@ pub const COLLECTOR_STREAM_CLOSED_TOTAL: &str = "llmgw_collector_stream_closed_t
 /// Affinity keys sent to the collector (ReportPrefixes), and failed sends.
 pub const PREFIX_REPORTS_TOTAL: &str = "llmgw_prefix_reports_total";
 pub const PREFIX_REPORT_ERRORS_TOTAL: &str = "llmgw_prefix_report_errors_total";
+/// Per endpoint: requests it actually served (read back from
+/// `upstream.address`; differs from picks when a retry went to a fallback).
+pub const SERVED_TOTAL: &str = "llmgw_served_total";
+/// Per endpoint: refused or reset connections attributed to it (each one
+/// (re)marks it in the failure table).
+pub const ENDPOINT_FAILURES_TOTAL: &str = "llmgw_endpoint_failures_total";
+/// Per pool: requests a fallback (not the first pick) served.
+pub const FALLBACK_SERVED_TOTAL: &str = "llmgw_fallback_served_total";
 
 /// Longest label value kept; longer ones are cut (names stay readable).
 const MAX_LABEL: usize = 64;
@@ -117,6 +125,11 @@ pub enum Stat<'a> {
     Errors {
         reason: &'a str,
     },
+    PerEndpoint {
+        metric: &'static str,
+        pool: &'a str,
+        endpoint: &'a str,
+    },
     Plain(&'static str),
 }
 
@@ -132,6 +145,11 @@ impl Stat<'_> {
             Stat::Picks { pool, endpoint } => picks(pool, endpoint),
             Stat::PerPool { metric, pool } => per_pool(metric, pool),
             Stat::Errors { reason } => errors(reason),
+            Stat::PerEndpoint {
+                metric,
+                pool,
+                endpoint,
+            } => format!("{metric}.pool.{}.endpoint.{}", label(pool), label(endpoint)),
             Stat::Plain(name) => name.to_string(),
         }
     }
@@ -153,6 +171,11 @@ impl Stat<'_> {
             Stat::Picks { pool, endpoint } => chain(&[PICKS_TOTAL, pool, endpoint]),
             Stat::PerPool { metric, pool } => chain(&[metric, pool]),
             Stat::Errors { reason } => chain(&[ERRORS_TOTAL, reason]),
+            Stat::PerEndpoint {
+                metric,
+                pool,
+                endpoint,
+            } => chain(&[metric, pool, endpoint]),
             Stat::Plain(name) => chain(&[name]),
         }
     }

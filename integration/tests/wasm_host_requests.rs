@@ -12,6 +12,11 @@ use serde_json::json;
 
 const DESTINATION: &str = "x-gateway-destination-endpoint";
 
+/// The pick: the header's first entry (fallbacks follow, comma-separated).
+fn first_entry(value: &str) -> &str {
+    value.split(',').next().unwrap_or(value)
+}
+
 fn filter() -> FilterModule {
     FilterModule::gateway_filter().expect("target/gateway_filter.wasm (run `make wasm`)")
 }
@@ -83,7 +88,10 @@ fn picks_the_idle_endpoint_and_overrides_a_client_supplied_destination() {
         .body(body.clone())
         .send()
         .unwrap();
-    assert_eq!(exchange.upstream_header(DESTINATION), Some("10.0.0.3:8000"));
+    assert_eq!(
+        exchange.upstream_header(DESTINATION).map(first_entry),
+        Some("10.0.0.3:8000")
+    );
     assert_eq!(
         exchange.upstream_header("x-gateway-pool"),
         None,
@@ -129,7 +137,10 @@ fn a_body_in_many_chunks_is_routed_once_it_is_complete() {
         .chunked(1000)
         .send()
         .unwrap();
-    assert_eq!(exchange.upstream_header(DESTINATION), Some("10.0.0.3:8000"));
+    assert_eq!(
+        exchange.upstream_header(DESTINATION).map(first_entry),
+        Some("10.0.0.3:8000")
+    );
     assert_eq!(exchange.upstream_body(), Some(body.as_slice()));
     let request_actions: Vec<_> = exchange
         .actions
@@ -376,6 +387,7 @@ fn stale_state_fails_open_or_closed_per_pool_and_recovers() {
     );
     assert!(open
         .upstream_header(DESTINATION)
+        .map(first_entry)
         .unwrap()
         .starts_with("10.0.0."));
     let fail_open: i64 = host
@@ -523,12 +535,19 @@ fn affinity_keys_are_reported_to_the_collector_and_its_placement_is_followed() {
     let (host, worker) = started("{}", vec![learning_pool(&[])]);
     let body = completion_body("base", 600);
     let first = send_completion(&worker, "pool-a", &body);
-    let routed = first.upstream_header(DESTINATION).unwrap().to_string();
+    let routed = first
+        .upstream_header(DESTINATION)
+        .map(first_entry)
+        .unwrap()
+        .to_string();
     // The same worker keeps an unplaced group where it sent it, and reports
     // the key once (not once per request).
     for _ in 0..3 {
         let again = send_completion(&worker, "pool-a", &body);
-        assert_eq!(again.upstream_header(DESTINATION), Some(routed.as_str()));
+        assert_eq!(
+            again.upstream_header(DESTINATION).map(first_entry),
+            Some(routed.as_str())
+        );
     }
     host.advance(Duration::from_millis(100)).unwrap();
     let reports = host.collector().prefix_reports();
@@ -557,7 +576,7 @@ fn affinity_keys_are_reported_to_the_collector_and_its_placement_is_followed() {
     for _ in 0..3 {
         let placed = send_completion(&worker, "pool-a", &body);
         assert_eq!(
-            placed.upstream_header(DESTINATION),
+            placed.upstream_header(DESTINATION).map(first_entry),
             Some(["10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000"][elsewhere])
         );
     }
@@ -570,11 +589,15 @@ fn a_collector_that_does_not_learn_placements_gets_no_reports() {
     let (host, worker) = started("{}", vec![p]);
     let body = completion_body("base", 600);
     let first = send_completion(&worker, "pool-a", &body);
-    let owner = first.upstream_header(DESTINATION).unwrap().to_string();
+    let owner = first
+        .upstream_header(DESTINATION)
+        .map(first_entry)
+        .unwrap()
+        .to_string();
     for _ in 0..3 {
         let again = send_completion(&worker, "pool-a", &body);
         assert_eq!(
-            again.upstream_header(DESTINATION),
+            again.upstream_header(DESTINATION).map(first_entry),
             Some(owner.as_str()),
             "rendezvous owner"
         );

@@ -12,8 +12,9 @@ use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, LogLevel, MapType};
 
 use crate::config::BodyRouting;
-use crate::decision::{decide, Decision, Rejection, RequestContext};
+use crate::decision::{decide_avoiding, Decision, Rejection, RequestContext};
 use crate::errors::GatewayError;
+use crate::failures::{self, FailureTable};
 use crate::headers::{
     parse_header_map, RequestHeaders, DESTINATION_HEADER, POOL_HEADER, TARGET_MODEL_HEADER,
 };
@@ -64,6 +65,20 @@ pub(crate) struct GatewayHttp {
     /// The headers went on (buffer-filter mode): Envoy refuses request
     /// header writes from here on, and the SDK's setters would trap on that.
     headers_released: bool,
+    /// What was sent upstream, for the response and log phases.
+    sent: Option<Sent>,
+}
+
+/// The endpoints a routed request named, and what follows the one that
+/// actually serves it.
+struct Sent {
+    pool: String,
+    /// `(ip:port, address hash)`: the pick, then the fallbacks.
+    listed: Vec<(String, u64)>,
+    /// The affinity key to report once the serving endpoint is known.
+    report_key: Option<u64>,
+    /// Set once the serving endpoint was read back (response headers).
+    served_read: bool,
 }
 
 impl GatewayHttp {
@@ -80,6 +95,7 @@ impl GatewayHttp {
             holding: None,
             routed_at_headers: false,
             headers_released: false,
+            sent: None,
         }
     }
 
@@ -189,7 +205,8 @@ impl GatewayHttp {
         let key_prefix = &worker.config.key_prefix;
         let mut draws = Draws::for_request(&self.headers.request_id, started, self.context_id);
         let mut inflight_read = None;
-        let outcome = decide(
+        let age_ms = current.as_ref().map_or(0, |c| c.age_ms);
+        let outcome = decide_avoiding(
             &worker.config,
             &worker.scheduler,
             ctx,
@@ -199,6 +216,12 @@ impl GatewayHttp {
                 let counts = read.table.counts_for(pool);
                 inflight_read = Some(read);
                 counts
+            },
+            |pool| {
+                shared::read(&failures::shared_key(key_prefix, &pool.id))
+                    .map(FailureTable::from_bytes)
+                    .map(|table| table.avoided(pool, now, age_ms))
+                    .unwrap_or_default()
             },
             &mut shared::EnvoyPlacement {
                 memory: &mut worker.placement.borrow_mut(),
@@ -263,7 +286,15 @@ impl GatewayHttp {
                 self.set_header("content-length", Some(&new_body.len().to_string()));
             }
         }
-        if !self.name_destination(worker, &decision.endpoint) {
+        let destination = if decision.fallbacks.is_empty() {
+            decision.endpoint.clone()
+        } else {
+            failures::join_endpoints(
+                std::iter::once(decision.endpoint.as_str())
+                    .chain(decision.fallbacks.iter().map(|(a, _)| a.as_str())),
+            )
+        };
+        if !self.name_destination(worker, &destination) {
             return self.reply(&GatewayError::unavailable(
                 "routing_failed",
                 "the gateway could not name the chosen endpoint",
@@ -275,9 +306,14 @@ impl GatewayHttp {
                 self.set_header(TARGET_MODEL_HEADER, Some(target));
             }
         }
-        if let Some(key) = decision.report_key {
-            report_prefix(worker, &decision.pool, key, &decision.endpoint);
-        }
+        self.sent = Some(Sent {
+            pool: decision.pool.clone(),
+            listed: std::iter::once((decision.endpoint.clone(), decision.endpoint_hash))
+                .chain(decision.fallbacks.iter().cloned())
+                .collect(),
+            report_key: decision.report_key,
+            served_read: false,
+        });
         let mut read = inflight_read.unwrap_or_else(|| {
             shared::read_inflight(inflight::shared_key(
                 &worker.config.key_prefix,
@@ -387,7 +423,129 @@ fn report_prefix(worker: &Worker, pool_id: &str, key: u64, endpoint: &str) {
     }
 }
 
+/// `upstream.address`: the host Envoy last sent this request to.
+fn upstream_address() -> Option<String> {
+    hostcalls::get_property(vec!["upstream", "address"])
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8(b).ok())
+}
+
+/// `response.flags` (Envoy's response-flag bits, u64 little-endian).
+fn response_flags() -> u64 {
+    hostcalls::get_property(vec!["response", "flags"])
+        .ok()
+        .flatten()
+        .and_then(|b| b.get(..8).and_then(|b| b.try_into().ok()))
+        .map_or(0, u64::from_le_bytes)
+}
+
 impl GatewayHttp {
+    /// Once response headers arrive: which listed endpoint serves. The
+    /// in-flight count moves to it and the affinity key is reported for it.
+    fn follow_served(&mut self) {
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let Some(sent) = self.sent.as_mut() else {
+            return;
+        };
+        if sent.served_read {
+            return;
+        }
+        sent.served_read = true;
+        // Without the property (a host that does not provide it) the pick
+        // is taken to have served, unless the response flags say otherwise.
+        let served = match upstream_address() {
+            Some(host) => sent.listed.iter().position(|(a, _)| *a == host),
+            None => Some(0),
+        };
+        let Some((address, hash)) = served.and_then(|i| sent.listed.get(i)).cloned() else {
+            return;
+        };
+        let needs_check = served != Some(0) || sent.report_key.is_some();
+        if needs_check && response_flags() & failures::UPSTREAM_FAILURE_FLAGS != 0 {
+            // Envoy's own reply after the last attempt failed: nobody served.
+            return;
+        }
+        if served != Some(0) {
+            if let Some((key, first)) = self.inflight.take() {
+                shared::release_inflight(&key, first);
+                let mut read = shared::read_inflight(key);
+                if shared::increment_inflight(&mut read, hash) {
+                    self.inflight = Some((read.key, hash));
+                }
+            }
+        }
+        if let Some(key) = sent.report_key.take() {
+            report_prefix(&worker, &sent.pool, key, &address);
+        }
+    }
+
+    /// At the end of the request: marks the endpoints that refused or reset
+    /// the connection as failed (for every worker), clears the one that
+    /// served, counts what happened.
+    fn record_outcome(&mut self) {
+        let (Some(worker), Some(sent)) = (self.worker.clone(), self.sent.take()) else {
+            return;
+        };
+        let host = upstream_address();
+        let connection_failed = response_flags() & failures::UPSTREAM_FAILURE_FLAGS != 0;
+        let listed: Vec<&str> = sent.listed.iter().map(|(a, _)| a.as_str()).collect();
+        let feedback = failures::feedback(&listed, host.as_deref(), connection_failed);
+        let failed: Vec<u64> = feedback
+            .failed
+            .iter()
+            .filter_map(|&i| sent.listed.get(i).map(|(_, h)| *h))
+            .collect();
+        let served = feedback.served.and_then(|i| sent.listed.get(i));
+        let key = failures::shared_key(&worker.config.key_prefix, &sent.pool);
+        let now = now_nanos() / 1_000_000;
+        let known_failed = !failed.is_empty()
+            || served.is_some_and(|(_, hash)| {
+                shared::read(&key)
+                    .map(FailureTable::from_bytes)
+                    .is_some_and(|t| t.failed_at(*hash).is_some())
+            });
+        if known_failed {
+            shared::update(&key, |current| {
+                let mut table = FailureTable::from_bytes(current.unwrap_or_default().to_vec());
+                let mut changed = false;
+                for &hash in &failed {
+                    table.mark(hash, now);
+                    changed = true;
+                }
+                if let Some((_, hash)) = served {
+                    changed |= table.clear(*hash);
+                }
+                changed.then(|| table.into_bytes())
+            });
+        }
+        let mut metrics = worker.metrics.borrow_mut();
+        for &i in &feedback.failed {
+            if let Some((address, _)) = sent.listed.get(i) {
+                metrics.increment(Stat::PerEndpoint {
+                    metric: stats::ENDPOINT_FAILURES_TOTAL,
+                    pool: &sent.pool,
+                    endpoint: address,
+                });
+            }
+        }
+        if let Some((address, _)) = served {
+            metrics.increment(Stat::PerEndpoint {
+                metric: stats::SERVED_TOTAL,
+                pool: &sent.pool,
+                endpoint: address,
+            });
+            if feedback.retried {
+                metrics.increment(Stat::PerPool {
+                    metric: stats::FALLBACK_SERVED_TOTAL,
+                    pool: &sent.pool,
+                });
+            }
+        }
+    }
+
     fn release_inflight(&mut self) {
         if let Some((key, endpoint_hash)) = self.inflight.take() {
             shared::release_inflight(&key, endpoint_hash);
@@ -397,6 +555,7 @@ impl GatewayHttp {
 
 impl Context for GatewayHttp {
     fn on_done(&mut self) -> bool {
+        self.record_outcome();
         self.release_inflight();
         true
     }
@@ -517,6 +676,7 @@ impl HttpContext for GatewayHttp {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        self.follow_served();
         if let ResponseMode::RestoreStream(_) = self.response {
             let content_type =
                 header_value(MapType::HttpResponseHeaders, "content-type").unwrap_or_default();
@@ -592,6 +752,8 @@ impl HttpContext for GatewayHttp {
     }
 
     fn on_log(&mut self) {
+        self.follow_served();
+        self.record_outcome();
         self.release_inflight();
     }
 }

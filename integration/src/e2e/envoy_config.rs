@@ -1,19 +1,81 @@
 //! Renders Envoy bootstrap configurations for the gateway: one listener with the
-//! wasm filter, routes whose backends are ORIGINAL_DST pool clusters (weights =
-//! an HTTPRoute's backendRef weights), the collector's HTTP/2 gRPC cluster and
-//! the admin port. The top-level `envoy.yaml` is [`EnvoyConfig::demo`] rendered
+//! wasm filter, routes whose backends are pool clusters (weights = an
+//! HTTPRoute's backendRef weights) with a retry policy, the collector's HTTP/2
+//! gRPC cluster and the admin port. A pool cluster is, by default, a STATIC
+//! cluster of the pool's pods under the `override_host` load-balancing policy
+//! (as Envoy Gateway and Istio build them); [`DataPath::OriginalDst`] renders
+//! the older ORIGINAL_DST shape instead (kept for the overhead benchmark's
+//! comparison and tested by `tests/envoy_config.rs`). The top-level `envoy.yaml` is [`EnvoyConfig::demo`] rendered
 //! (a test checks they match), so tests run the same configuration users read.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
 use super::edge::EdgeLimits;
+use super::pods::{parse_pods, SimPod};
 
 /// Header the filter sets and the pool clusters route on.
 pub const DESTINATION_HEADER: &str = "x-gateway-destination-endpoint";
 
 /// Name of the collector's gRPC cluster (the filter's default `collector_cluster`).
 pub const COLLECTOR_CLUSTER: &str = "llmgw_collector";
+
+/// How a pool cluster turns the filter's header into a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DataPath {
+    /// An ordinary cluster of the pool's pods with
+    /// `envoy.load_balancing_policies.override_host` reading the header (a
+    /// comma-separated list: the first entry, then the later ones on retries).
+    #[default]
+    OverrideHost,
+    /// `ORIGINAL_DST` on the header: any address the header names, one host
+    /// per request, a retry goes back to the same host. The header must hold
+    /// one address, so the filter's `fallbacks` must be 0.
+    OriginalDst,
+}
+
+/// Retries (per route) and the retry budget (per pool cluster).
+/// `reset` covers a pod dying before it sent response headers; Envoy never
+/// retries once response headers went downstream, so a stream a pod started
+/// is never replayed.
+pub const RETRY_ON: &str = "connect-failure,refused-stream,reset-before-request,reset";
+/// Retries per request: one per fallback the filter names by default.
+pub const NUM_RETRIES: u32 = 2;
+
+/// The demo pools' selectors over the demo pods' labels
+/// (`../shared/examples`' InferencePools).
+const DEMO_POOLS: [(&str, &str, &str); 3] = [
+    (
+        "vllm-llama3.1-8b-instruct",
+        "app",
+        "vllm-llama3.1-8b-instruct",
+    ),
+    ("mymodel-pool-v1", "release", "qwen"),
+    ("mymodel-pool-v2", "release", "deepseek-r1"),
+];
+
+/// The demo pods (`examples/demo/pods.yaml`), compiled in so the demo
+/// configuration renders without reading files.
+const DEMO_PODS: &str = include_str!("../../../examples/demo/pods.yaml");
+
+/// Each pool's pod addresses: the pods whose label `key` is `value`.
+pub fn endpoints_by_label(
+    pods: &[SimPod],
+    selectors: &[(&str, &str, &str)],
+) -> BTreeMap<String, Vec<SocketAddr>> {
+    selectors
+        .iter()
+        .map(|(pool, key, value)| {
+            let addrs = pods
+                .iter()
+                .filter(|p| p.labels.get(*key).map(String::as_str) == Some(*value))
+                .map(SimPod::addr)
+                .collect();
+            (pool.to_string(), addrs)
+        })
+        .collect()
+}
 
 /// One route: requests under `/v1/` (optionally only those carrying a header)
 /// go to one of `backends` by weight.
@@ -122,6 +184,11 @@ pub struct EnvoyConfig {
     pub limits: EdgeLimits,
     /// How the filter waits for the body (the demo: stop_iteration).
     pub body_routing: BodyRouting,
+    /// The shape of the pool clusters.
+    pub data_path: DataPath,
+    /// The pods of each pool cluster (local file mode: from the pod
+    /// manifests; in Kubernetes the gateway's EDS fills them).
+    pub pool_endpoints: BTreeMap<String, Vec<SocketAddr>>,
 }
 
 impl EnvoyConfig {
@@ -162,6 +229,11 @@ impl EnvoyConfig {
             buffer_limit_bytes: EdgeLimits::default().buffer_limit_bytes(),
             limits: EdgeLimits::default(),
             body_routing: BodyRouting::StopIteration,
+            data_path: DataPath::OverrideHost,
+            pool_endpoints: endpoints_by_label(
+                &parse_pods(DEMO_PODS).expect("examples/demo/pods.yaml parses"),
+                &DEMO_POOLS,
+            ),
         }
     }
 
@@ -214,7 +286,8 @@ impl EnvoyConfig {
 #   anything else under /v1/ -> mymodel-pool-v1 90 / mymodel-pool-v2 10 (ACK base-model canary)
 # The filter reads the chosen cluster (xds.cluster_name), maps it to the pool of the
 # same name, picks an endpoint from the collector's pool state and sets
-# {dest}; each pool cluster is ORIGINAL_DST on that header.
+# {dest}: the chosen pod, then fallbacks (comma-separated).
+# {data_path_comment}
 admin:
   address:
     socket_address: {{ address: {admin_ip}, port_value: {admin_port} }}
@@ -241,6 +314,10 @@ static_resources:
 "#,
             listen = self.listen,
             dest = DESTINATION_HEADER,
+            data_path_comment = match self.data_path {
+                DataPath::OverrideHost => "Each pool cluster lists the pool's pods; override_host sends to the first entry and\n# retries (connect failure, refused stream, reset before any response byte) to the next.",
+                DataPath::OriginalDst => "Each pool cluster is ORIGINAL_DST on that header (first entry only; retries go back to it).",
+            },
             admin_ip = self.admin.ip(),
             admin_port = self.admin.port(),
             listen_ip = self.listen.ip(),
@@ -264,6 +341,24 @@ static_resources:
             }
             let _ = writeln!(y, "                route:");
             let _ = writeln!(y, "                  timeout: 86400s");
+            let _ = writeln!(y, "                  retry_policy:");
+            let _ = writeln!(
+                y,
+                "                    # Only failures before any response byte: a request a pod started answering is never retried."
+            );
+            let _ = writeln!(y, "                    retry_on: {RETRY_ON}");
+            let _ = writeln!(y, "                    num_retries: {NUM_RETRIES}");
+            let _ = writeln!(y, "                    retry_host_predicate:");
+            let _ = writeln!(
+                y,
+                "                    - name: envoy.retry_host_predicates.previous_hosts"
+            );
+            let _ = writeln!(y, "                      typed_config:");
+            let _ = writeln!(y, "                        \"@type\": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate");
+            let _ = writeln!(
+                y,
+                "                    host_selection_retry_max_attempts: 3"
+            );
             if let [(cluster, _)] = route.backends.as_slice() {
                 let _ = writeln!(y, "                  cluster: {cluster}");
             } else {
@@ -322,21 +417,10 @@ static_resources:
 "#
         );
         for cluster in self.pool_clusters() {
-            let _ = write!(
-                y,
-                r#"  # InferencePool {cluster}: the filter names the pod in {dest}.
-  - name: {cluster}
-    type: ORIGINAL_DST
-    lb_policy: CLUSTER_PROVIDED
-    connect_timeout: 2s
-    per_connection_buffer_limit_bytes: {buffer_limit}
-    original_dst_lb_config:
-      use_http_header: true
-      http_header_name: {dest}
-"#,
-                dest = DESTINATION_HEADER,
-                buffer_limit = self.buffer_limit_bytes,
-            );
+            match self.data_path {
+                DataPath::OverrideHost => self.render_override_host_cluster(&mut y, &cluster),
+                DataPath::OriginalDst => self.render_original_dst_cluster(&mut y, &cluster),
+            }
         }
         let _ = write!(
             y,
@@ -362,5 +446,95 @@ static_resources:
         );
         self.limits.render_overload_manager(&mut y);
         y
+    }
+}
+
+impl EnvoyConfig {
+    /// A STATIC cluster of the pool's pods under `override_host` (the shape
+    /// Envoy Gateway generates for an InferencePool backend), with a retry
+    /// budget so retries cannot storm and passive outlier detection that
+    /// ejects a pod refusing connections.
+    fn render_override_host_cluster(&self, y: &mut String, cluster: &str) {
+        let _ = write!(
+            y,
+            r#"  # InferencePool {cluster}: the filter names the pod (and fallbacks) in {dest}.
+  - name: {cluster}
+    type: STATIC
+    connect_timeout: 2s
+    per_connection_buffer_limit_bytes: {buffer_limit}
+    circuit_breakers:
+      thresholds:
+      # Retries in flight at once: at most half the active requests (at least 8),
+      # enough for a dead pod's share of a pool, never a storm of the whole load.
+      - retry_budget:
+          budget_percent: {{ value: 50.0 }}
+          min_retry_concurrency: 8
+    # Passive: a pod that refuses or resets 3 connections in a row leaves the
+    # cluster for 5 s (never more than half the pool).
+    outlier_detection:
+      consecutive_local_origin_failure: 3
+      split_external_local_origin_errors: true
+      interval: 1s
+      base_ejection_time: 5s
+      max_ejection_percent: 50
+    load_balancing_policy:
+      policies:
+      - typed_extension_config:
+          name: envoy.load_balancing_policies.override_host
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.override_host.v3.OverrideHost
+            override_host_sources:
+            - header: {dest}
+            # A request without a usable header entry (none left after retries).
+            fallback_policy:
+              policies:
+              - typed_extension_config:
+                  name: envoy.load_balancing_policies.least_request
+                  typed_config:
+                    "@type": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest
+    load_assignment:
+      cluster_name: {cluster}
+"#,
+            dest = DESTINATION_HEADER,
+            buffer_limit = self.buffer_limit_bytes,
+        );
+        let addrs = self
+            .pool_endpoints
+            .get(cluster)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if addrs.is_empty() {
+            let _ = writeln!(y, "      endpoints: []");
+            return;
+        }
+        let _ = writeln!(y, "      endpoints:");
+        let _ = writeln!(y, "      - lb_endpoints:");
+        for addr in addrs {
+            let _ = writeln!(
+                y,
+                "        - endpoint: {{ address: {{ socket_address: {{ address: {}, port_value: {} }} }} }}",
+                addr.ip(),
+                addr.port()
+            );
+        }
+    }
+
+    /// The older shape: any address the header names, no fallbacks.
+    fn render_original_dst_cluster(&self, y: &mut String, cluster: &str) {
+        let _ = write!(
+            y,
+            r#"  # InferencePool {cluster}: the filter names the pod in {dest}.
+  - name: {cluster}
+    type: ORIGINAL_DST
+    lb_policy: CLUSTER_PROVIDED
+    connect_timeout: 2s
+    per_connection_buffer_limit_bytes: {buffer_limit}
+    original_dst_lb_config:
+      use_http_header: true
+      http_header_name: {dest}
+"#,
+            dest = DESTINATION_HEADER,
+            buffer_limit = self.buffer_limit_bytes,
+        );
     }
 }

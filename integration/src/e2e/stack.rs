@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use super::artifacts;
 use super::components::{Collector, Envoy, SimFleet};
 use super::edge::EdgeLimits;
-use super::envoy_config::{BodyRouting, EnvoyConfig, Route};
+use super::envoy_config::{BodyRouting, DataPath, EnvoyConfig, Route};
 use super::http::{HttpClient, Reply};
 use super::pods::{manifests, SimPod};
 use super::ports::free_local_addr;
@@ -48,6 +48,8 @@ pub struct StackSpec {
     pub body_routing: BodyRouting,
     /// Replaces the rendered [`EnvoyConfig`] when set.
     pub custom_envoy: Option<CustomEnvoy>,
+    /// The pool clusters' shape (override_host unless a test says otherwise).
+    pub data_path: DataPath,
 }
 
 /// A running gateway.
@@ -107,6 +109,15 @@ impl Stack {
         config.collector_grpc = collector_grpc;
         config.wasm_path = artifacts::filter_wasm()?.display().to_string();
         config.routes = spec.routes.clone();
+        config.data_path = spec.data_path;
+        config.pool_endpoints.clear();
+        for p in &spec.pods {
+            config
+                .pool_endpoints
+                .entry(p.pool.clone())
+                .or_default()
+                .push(p.pod.addr());
+        }
         if !spec.plugin_config.is_null() {
             config.plugin_config = spec.plugin_config.clone();
         }

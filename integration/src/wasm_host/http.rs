@@ -144,6 +144,16 @@ impl<'w> HttpStream<'w> {
         })
     }
 
+    /// Sets a property of this stream from now on, as Envoy does once it
+    /// picked an upstream host (`upstream.address`) or knows the outcome
+    /// (`response.flags`).
+    pub fn set_property(&mut self, path: &[&str], value: &[u8]) {
+        let path: Vec<String> = path.iter().map(|p| p.to_string()).collect();
+        self.with_http(|h| {
+            h.properties.insert(path, value.to_vec());
+        });
+    }
+
     /// Whether the request side is over (answered locally or reset).
     pub fn request_stopped(&self) -> bool {
         self.local_reply.is_some() || self.reset

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use integration::e2e::artifacts::{filter_wasm, workspace_root};
 use integration::e2e::components::{Collector, Envoy};
-use integration::e2e::envoy_config::{EnvoyConfig, Route, DESTINATION_HEADER};
+use integration::e2e::envoy_config::{DataPath, EnvoyConfig, Route, DESTINATION_HEADER};
 use integration::e2e::http::HttpClient;
 use integration::e2e::pods::{manifests, SimPod};
 use integration::e2e::ports::{free_local_addr, free_port};
@@ -76,6 +76,10 @@ struct Args {
     /// `scripts/build-wasm.sh floor-filter`); its arm is skipped when missing.
     #[arg(long, value_name = "WASM")]
     floor: Option<PathBuf>,
+    /// Render the pool cluster as ORIGINAL_DST on the header instead of the
+    /// default STATIC cluster under override_host (to compare the two).
+    #[arg(long)]
+    original_dst: bool,
 }
 
 /// The floor filter's module: the one given (which must exist), else the
@@ -181,6 +185,12 @@ async fn run(args: &Args) -> Result<()> {
     let mut config = EnvoyConfig::demo();
     config.collector_grpc = collector.grpc;
     config.routes = vec![Route::to_pool("the benchmark pool", None, POOL)];
+    if args.original_dst {
+        // ORIGINAL_DST takes one address: the filter names no fallbacks.
+        config.data_path = DataPath::OriginalDst;
+        config.plugin_config["fallbacks"] = serde_json::json!(0);
+    }
+    config.pool_endpoints = [(POOL.to_string(), pods.iter().map(|p| p.addr()).collect())].into();
     let addrs: Arc<Vec<String>> = Arc::new(pods.iter().map(|p| p.addr().to_string()).collect());
     let client_picks: HeadersFor = Arc::new(move |i| {
         vec![(
