@@ -1,13 +1,25 @@
-//! GIE's default endpoint picker as documented (v1.2+ default profile), for
-//! comparison: queue-scorer 2, kv-cache-utilization-scorer 2, prefix-cache-scorer 3,
-//! lora-affinity-scorer 1, max-score picker with random tie-break.
+//! GIE's endpoint picker, for comparison, in three profiles named for what
+//! they are:
+//! - `gie-default`: exactly the shipped default profile (GIE v1.2-v1.5
+//!   `pkg/epp/config/loader/defaults.go`, llm-d-router v0.10 the same):
+//!   queue-scorer 2, kv-cache-utilization-scorer 2, prefix-cache-scorer 3,
+//!   max-score picker with random tie-break. No lora-affinity.
+//! - `gie+lora`: the default plus the opt-in lora-affinity-scorer at weight 1.
+//! - `gie+inflight`: the default plus an opt-in in-flight scorer at weight 1
+//!   (the shape of llm-d-router's active-request scorer: (max - n) / max over
+//!   the requests the picker has dispatched and not seen finish; 1 when none).
+//!
+//! As deployed, one active EPP per pool serves every gateway replica: the
+//! simulation gives all replicas one shared picker (one prefix index, one
+//! in-flight table) and refreshes its view of each pod every 50 ms at that
+//! pod's own phase (see [`crate::simulation`]).
 //!
 //! The prefix scorer is GIE's *approximate* one: the picker hashes the prompt
 //! text in 64-character blocks (block_size x 4 chars per token), chained from a
 //! hash of the model name, at most 256 blocks, and remembers per pod, in an LRU
 //! as large as the pod's KV blocks, which hashes it routed there. A pod's score
-//! is its matched leading blocks / total blocks. The index is local to one
-//! picker process: with several gateway replicas each keeps its own.
+//! is its matched leading blocks / total blocks. The index lives in the one
+//! picker process every replica asks.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -18,7 +30,35 @@ use crate::rng::Rng;
 pub const QUEUE_WEIGHT: f64 = 2.0;
 pub const KV_WEIGHT: f64 = 2.0;
 pub const PREFIX_WEIGHT: f64 = 3.0;
+/// Weight of the opt-in lora-affinity scorer in `gie+lora`.
 pub const LORA_WEIGHT: f64 = 1.0;
+/// Weight of the opt-in in-flight scorer in `gie+inflight`.
+pub const INFLIGHT_WEIGHT: f64 = 1.0;
+
+/// Which of GIE's scorers a picker runs, beyond the default three.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GieProfile {
+    /// lora-affinity-scorer weight (0 = not configured, as in the default).
+    pub lora_weight: f64,
+    /// In-flight scorer weight (0 = not configured, as in the default).
+    pub inflight_weight: f64,
+}
+
+impl GieProfile {
+    /// The shipped default profile: queue 2, kv 2, prefix 3.
+    pub const DEFAULT: GieProfile = GieProfile {
+        lora_weight: 0.0,
+        inflight_weight: 0.0,
+    };
+    pub const WITH_LORA: GieProfile = GieProfile {
+        lora_weight: LORA_WEIGHT,
+        inflight_weight: 0.0,
+    };
+    pub const WITH_INFLIGHT: GieProfile = GieProfile {
+        lora_weight: 0.0,
+        inflight_weight: INFLIGHT_WEIGHT,
+    };
+}
 /// GIE's fallback block size in characters and its cap on blocks matched.
 pub const DEFAULT_BLOCK_CHARS: usize = 64;
 pub const MAX_PREFIX_BLOCKS: usize = 256;
@@ -139,16 +179,33 @@ pub struct GieRequest<'a> {
 /// One GIE endpoint-picker instance.
 #[derive(Default)]
 pub struct GiePicker {
+    profile: GieProfile,
     index: PrefixIndex,
 }
 
 impl GiePicker {
+    /// A picker with the shipped default profile.
     pub fn new() -> Self {
         Self::default()
     }
 
+    pub fn with_profile(profile: GieProfile) -> Self {
+        GiePicker {
+            profile,
+            index: PrefixIndex::default(),
+        }
+    }
+
     /// Scores every endpoint of `pool` and returns the index of the pick.
-    pub fn pick(&mut self, pool: &Pool, req: &GieRequest<'_>, rng: &mut Rng) -> usize {
+    /// `inflight[i]`: requests this picker sent to endpoint i that have not
+    /// finished (read only by the in-flight scorer).
+    pub fn pick(
+        &mut self,
+        pool: &Pool,
+        req: &GieRequest<'_>,
+        inflight: &[u32],
+        rng: &mut Rng,
+    ) -> usize {
         let eps = &pool.endpoints;
         assert!(!eps.is_empty(), "GIE picker needs endpoints");
         let block_chars = eps
@@ -168,6 +225,7 @@ impl GiePicker {
         let (qmin, qmax) = eps.iter().fold((u32::MAX, 0), |(lo, hi), e| {
             (lo.min(e.waiting), hi.max(e.waiting))
         });
+        let max_inflight = inflight.iter().copied().max().unwrap_or(0);
         let mut best = Vec::with_capacity(eps.len());
         let mut best_score = f64::NEG_INFINITY;
         for (i, e) in eps.iter().enumerate() {
@@ -182,9 +240,19 @@ impl GiePicker {
             } else {
                 matched[i] as f64 / hashes.len() as f64
             };
-            let lora = lora_affinity(pool, e, req.model);
-            let score =
-                QUEUE_WEIGHT * queue + KV_WEIGHT * kv + PREFIX_WEIGHT * prefix + LORA_WEIGHT * lora;
+            let mut score = QUEUE_WEIGHT * queue + KV_WEIGHT * kv + PREFIX_WEIGHT * prefix;
+            if self.profile.lora_weight != 0.0 {
+                score += self.profile.lora_weight * lora_affinity(pool, e, req.model);
+            }
+            if self.profile.inflight_weight != 0.0 {
+                let n = inflight.get(i).copied().unwrap_or(0);
+                let free = if max_inflight == 0 {
+                    1.0
+                } else {
+                    f64::from(max_inflight - n) / f64::from(max_inflight)
+                };
+                score += self.profile.inflight_weight * free;
+            }
             if score > best_score + 1e-12 {
                 best_score = score;
                 best.clear();
@@ -265,7 +333,7 @@ mod tests {
             model: "m",
             prompt: "short",
         };
-        assert_eq!(g.pick(&pool, &req, &mut rng), 2);
+        assert_eq!(g.pick(&pool, &req, &[], &mut rng), 2);
     }
 
     #[test]
@@ -281,15 +349,55 @@ mod tests {
             model: "m",
             prompt: &prompt,
         };
-        let first = g.pick(&pool, &req, &mut rng);
+        let first = g.pick(&pool, &req, &[], &mut rng);
         for _ in 0..20 {
-            assert_eq!(g.pick(&pool, &req, &mut rng), first);
+            assert_eq!(g.pick(&pool, &req, &[], &mut rng), first);
         }
         let mut idx = PrefixIndex::default();
         let hashes: Vec<u64> = (0..10).collect();
         idx.add(&hashes, 1, 5);
         assert_eq!(idx.matches(&hashes, 2), vec![0, 0], "oldest blocks evicted");
         assert_eq!(idx.matches(&hashes[5..], 2), vec![0, 5]);
+    }
+
+    #[test]
+    fn the_default_profile_ignores_adapters_and_inflight_the_others_do_not() {
+        // Two idle pods; pod 1 has the request's adapter active.
+        let mut e1 = endpoint(0, 0.0);
+        e1.max_loras = 1;
+        e1.running_adapters = vec![0];
+        let mut e0 = endpoint(0, 0.0);
+        e0.max_loras = 1;
+        e0.running_adapters = vec![1];
+        let pool = Pool {
+            endpoints: vec![e0, e1],
+            adapter_names: vec!["a".into(), "b".into()],
+            ..Pool::default()
+        };
+        let req = GieRequest {
+            model: "a",
+            prompt: "short",
+        };
+        let mut rng = Rng::new(5);
+        let picks = |profile: GieProfile, inflight: &[u32], rng: &mut Rng| {
+            (0..40)
+                .map(|_| GiePicker::with_profile(profile).pick(&pool, &req, inflight, rng))
+                .collect::<Vec<_>>()
+        };
+        let d = picks(GieProfile::DEFAULT, &[], &mut rng);
+        assert!(
+            d.contains(&0) && d.contains(&1),
+            "default: a tie, random pick"
+        );
+        assert!(picks(GieProfile::WITH_LORA, &[], &mut rng)
+            .iter()
+            .all(|&p| p == 1));
+        assert!(picks(GieProfile::WITH_INFLIGHT, &[3, 0], &mut rng)
+            .iter()
+            .all(|&p| p == 1));
+        assert!(picks(GieProfile::WITH_INFLIGHT, &[0, 3], &mut rng)
+            .iter()
+            .all(|&p| p == 0));
     }
 
     #[test]

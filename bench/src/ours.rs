@@ -5,7 +5,8 @@
 //! once per snapshot version and keeps it until the next one arrives, and reads
 //! each request from the JSON body a client would send, with the filter's own
 //! body scanner (`request::parse_request`), so the prefix hashes cover exactly
-//! the bytes they cover in Envoy.
+//! the bytes they cover in Envoy (a chat request's `messages` JSON, a
+//! completion's `prompt`).
 
 use gateway_filter::placement::PlacementMemory;
 use gateway_filter::prefix::PrefixConfig;
@@ -120,12 +121,26 @@ impl Policy for OursPicker {
         }
         let (_, view) = self.view.as_ref().expect("view just set");
         let spec = input.request;
-        let body = serde_json::json!({
-            "model": spec.model(),
-            "prompt": spec.prompt,
-            "max_tokens": spec.max_tokens,
-            "stream": true,
-        })
+        let body = match &spec.messages {
+            Some(list) => {
+                let messages: Vec<serde_json::Value> = list
+                    .iter()
+                    .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                    .collect();
+                serde_json::json!({
+                    "model": spec.model(),
+                    "messages": messages,
+                    "max_tokens": spec.max_tokens,
+                    "stream": true,
+                })
+            }
+            None => serde_json::json!({
+                "model": spec.model(),
+                "prompt": spec.prompt,
+                "max_tokens": spec.max_tokens,
+                "stream": true,
+            }),
+        }
         .to_string();
         // The body is built by serde_json above, so a scanner error is a filter
         // bug: stop the run with it rather than route without the request's features.

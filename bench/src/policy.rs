@@ -1,6 +1,8 @@
-//! Routing policies side by side. Each gateway replica owns one instance, so
-//! whatever a policy remembers (a round-robin cursor, GIE's prefix index, the
-//! filter's state) is per replica, as it would be in production.
+//! Routing policies side by side. Where a policy's state lives follows how it
+//! is deployed ([`Deployment`]): Envoy's own balancers and ours run inside
+//! each gateway replica (a round-robin cursor, the filter's state per
+//! replica); GIE runs as one endpoint picker per pool that every replica asks
+//! (one prefix index); the oracle reads the engines directly.
 
 use std::fmt;
 use std::str::FromStr;
@@ -8,7 +10,7 @@ use std::sync::Arc;
 
 use pool_state::Pool;
 
-use crate::gie::{GiePicker, GieRequest};
+use crate::gie::{GiePicker, GieProfile, GieRequest};
 use crate::ours::OursPicker;
 use crate::rng::Rng;
 use crate::workload::RequestSpec;
@@ -44,9 +46,29 @@ pub enum PolicyKind {
     Random,
     RoundRobin,
     LeastRequest,
+    /// GIE's shipped default profile (queue 2, kv 2, prefix 3).
     GieDefault,
+    /// The default plus lora-affinity 1.
+    GieLora,
+    /// The default plus the in-flight scorer at weight 1.
+    GieInflight,
+    /// Exact engine state, least estimated TTFT (see [`crate::oracle`]).
+    Oracle,
     /// The filter's own scheduler, optionally with scorer weights overridden.
     Ours(crate::ours::OursConfig),
+}
+
+/// Where a policy runs, which decides what it sees and shares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Deployment {
+    /// One instance per gateway replica, routing on the collector's
+    /// snapshots and the replica's own in-flight counts.
+    PerReplica,
+    /// One instance per pool shared by every replica (GIE's EPP), with its
+    /// own per-pod metric refresh and the in-flight counts of all replicas.
+    SharedPicker,
+    /// Reads the engines at decision time.
+    Oracle,
 }
 
 impl PolicyKind {
@@ -56,8 +78,26 @@ impl PolicyKind {
             PolicyKind::RoundRobin,
             PolicyKind::LeastRequest,
             PolicyKind::GieDefault,
+            PolicyKind::GieLora,
+            PolicyKind::GieInflight,
+            PolicyKind::Oracle,
             PolicyKind::Ours(crate::ours::OursConfig::default()),
         ]
+    }
+
+    pub fn deployment(&self) -> Deployment {
+        match self {
+            PolicyKind::GieDefault | PolicyKind::GieLora | PolicyKind::GieInflight => {
+                Deployment::SharedPicker
+            }
+            PolicyKind::Oracle => Deployment::Oracle,
+            _ => Deployment::PerReplica,
+        }
+    }
+
+    /// A GIE profile, for the GIE policies.
+    pub fn is_gie(&self) -> bool {
+        self.deployment() == Deployment::SharedPicker
     }
 
     pub fn name(&self) -> String {
@@ -66,11 +106,16 @@ impl PolicyKind {
             PolicyKind::RoundRobin => "round-robin".into(),
             PolicyKind::LeastRequest => "least-request".into(),
             PolicyKind::GieDefault => "gie-default".into(),
+            PolicyKind::GieLora => "gie+lora".into(),
+            PolicyKind::GieInflight => "gie+inflight".into(),
+            PolicyKind::Oracle => "oracle".into(),
             PolicyKind::Ours(cfg) => cfg.label(),
         }
     }
 
-    /// A fresh instance for one gateway replica.
+    /// A fresh instance for one gateway replica (or, for a shared picker, for
+    /// the pool). The oracle has no instance: the simulation runs it on the
+    /// engines; asking for one gives a policy that refuses to pick.
     pub fn instantiate(&self, pods: usize, rng: &mut Rng) -> Box<dyn Policy> {
         match self {
             PolicyKind::Random => Box::new(RandomPolicy),
@@ -79,6 +124,13 @@ impl PolicyKind {
             }),
             PolicyKind::LeastRequest => Box::new(LeastRequest),
             PolicyKind::GieDefault => Box::new(GiePolicy(GiePicker::new())),
+            PolicyKind::GieLora => {
+                Box::new(GiePolicy(GiePicker::with_profile(GieProfile::WITH_LORA)))
+            }
+            PolicyKind::GieInflight => Box::new(GiePolicy(GiePicker::with_profile(
+                GieProfile::WITH_INFLIGHT,
+            ))),
+            PolicyKind::Oracle => Box::new(NeedsEngines),
             PolicyKind::Ours(cfg) => Box::new(OursPicker::new(cfg.clone())),
         }
     }
@@ -98,11 +150,23 @@ impl FromStr for PolicyKind {
             "round-robin" => Ok(PolicyKind::RoundRobin),
             "least-request" => Ok(PolicyKind::LeastRequest),
             "gie-default" => Ok(PolicyKind::GieDefault),
+            "gie+lora" => Ok(PolicyKind::GieLora),
+            "gie+inflight" => Ok(PolicyKind::GieInflight),
+            "oracle" => Ok(PolicyKind::Oracle),
             "ours" => Ok(PolicyKind::Ours(crate::ours::OursConfig::default())),
             other => Err(format!(
-                "unknown policy `{other}`; expected random, round-robin, least-request, gie-default or ours"
+                "unknown policy `{other}`; expected random, round-robin, least-request, gie-default, gie+lora, gie+inflight, oracle or ours"
             )),
         }
+    }
+}
+
+/// Stands in for the oracle outside the simulation, which runs it itself.
+pub struct NeedsEngines;
+
+impl Policy for NeedsEngines {
+    fn pick(&mut self, _input: &PickInput<'_>, _rng: &mut Rng) -> anyhow::Result<usize> {
+        anyhow::bail!("the oracle picks from engine state; only the simulation can run it")
     }
 }
 
@@ -149,7 +213,7 @@ impl Policy for LeastRequest {
     }
 }
 
-/// GIE's default scoring (see [`crate::gie`]).
+/// GIE's scoring in one of its profiles (see [`crate::gie`]).
 pub struct GiePolicy(GiePicker);
 
 impl Policy for GiePolicy {
@@ -158,7 +222,7 @@ impl Policy for GiePolicy {
             model: input.request.model(),
             prompt: &input.request.prompt,
         };
-        Ok(self.0.pick(input.pool, &req, rng))
+        Ok(self.0.pick(input.pool, &req, input.inflight, rng))
     }
 }
 
@@ -188,6 +252,7 @@ mod tests {
             max_tokens: 1,
             adapter: None,
             group: None,
+            messages: None,
         }
     }
 

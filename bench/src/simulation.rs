@@ -5,6 +5,12 @@
 //! `step(now)` returns the step's duration and the events that happen at its
 //! end, which are applied when the clock reaches that time. Arrivals, scrapes
 //! and snapshot deliveries interleave with the steps through one event queue.
+//!
+//! Where the policy runs follows [`Deployment`]: per gateway replica on the
+//! collector's snapshots (ours, Envoy's balancers); as one shared picker (GIE's
+//! EPP) that refreshes each pod's metrics every scrape interval at the pod's
+//! own random phase and counts every replica's in-flight requests; or as the
+//! oracle, on the engines themselves.
 
 use std::sync::Arc;
 
@@ -17,7 +23,7 @@ use sidecar_collector::placement::{PlacementConfig, PrefixPlacements};
 
 use crate::collector::{pod_addresses, pool_from_scrape, CollectorTiming};
 use crate::des::EventQueue;
-use crate::policy::{PickInput, Policy, PolicyKind};
+use crate::policy::{Deployment, PickInput, Policy, PolicyKind};
 use crate::rng::Rng;
 use crate::workload::Workload;
 
@@ -121,6 +127,8 @@ enum Event {
     Arrival(usize),
     StepDone(usize),
     Scrape,
+    /// The shared picker refreshes its view of one pod.
+    PodScrape(usize),
     /// A replica's batch of affinity-key reports (sent on its root tick)
     /// reaches the collector.
     Report(usize),
@@ -167,6 +175,10 @@ pub fn run(
     let mut engine_config = config.engine.clone();
     if workload.max_loras > 0 {
         engine_config.max_loras = workload.max_loras as u32;
+    }
+    if let Some((profile, blocks)) = &workload.engine {
+        engine_config.profile = profile.clone();
+        engine_config.num_gpu_blocks = *blocks;
     }
     engine_config
         .validate()
@@ -215,6 +227,22 @@ pub fn run(
         })
         .collect();
     let mut spread_rng = Rng::derive(config.seed, "replica-spread");
+    let deployment = policy.deployment();
+    // The one picker every replica asks (GIE as deployed), its view of the
+    // pods and the in-flight counts of all replicas together.
+    let mut shared_rng = Rng::derive(config.seed, "policy/shared");
+    let mut shared: Option<Box<dyn Policy>> = (deployment == Deployment::SharedPicker)
+        .then(|| policy.instantiate(config.pods, &mut shared_rng));
+    let mut shared_view: Pool = (*initial).clone();
+    shared_view.adapter_names = workload.adapters.clone();
+    let mut shared_view = Arc::new(shared_view);
+    let adapter_index: std::collections::HashMap<&str, u32> = workload
+        .adapters
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.as_str(), i as u32))
+        .collect();
+    let mut total_inflight = vec![0u32; config.pods];
 
     let arrivals_end = workload.duration_s;
     let window = (config.warmup_s.min(arrivals_end * 0.5), arrivals_end);
@@ -229,6 +257,13 @@ pub fn run(
         queue.schedule_at(r.arrival_s, Event::Arrival(i));
     }
     queue.schedule_at(timing.scrape_interval_s, Event::Scrape);
+    if deployment == Deployment::SharedPicker {
+        for i in 0..config.pods {
+            let phase = Rng::derive(config.seed, &format!("picker-scrape/{i}")).f64()
+                * timing.scrape_interval_s;
+            queue.schedule_at(phase, Event::PodScrape(i));
+        }
+    }
 
     let mut outstanding = workload.requests.len();
     let mut next_version = 1u64;
@@ -246,16 +281,35 @@ pub fn run(
                 let spec = &workload.requests[i];
                 let replica_idx = spread_rng.below(replicas.len());
                 let replica = &mut replicas[replica_idx];
-                let age_ms = ((now - replica.generated_s) * 1000.0).round().max(0.0) as u32;
-                let input = PickInput {
-                    pool: &replica.pool,
-                    snapshot_version: replica.version,
-                    snapshot_age_ms: age_ms,
-                    inflight: &replica.inflight,
-                    request: spec,
-                    now_ms: (now * 1000.0) as u64,
+                let pod_idx = match (deployment, shared.as_mut()) {
+                    (Deployment::Oracle, _) => {
+                        let engines: Vec<&Engine> = pods.iter().map(|p| &p.engine).collect();
+                        crate::oracle::pick(&engines, spec, &mut shared_rng)
+                    }
+                    (Deployment::SharedPicker, Some(picker)) => {
+                        let input = PickInput {
+                            pool: &shared_view,
+                            snapshot_version: 0,
+                            snapshot_age_ms: 0,
+                            inflight: &total_inflight,
+                            request: spec,
+                            now_ms: (now * 1000.0) as u64,
+                        };
+                        picker.pick(&input, &mut shared_rng)?
+                    }
+                    _ => {
+                        let age_ms = ((now - replica.generated_s) * 1000.0).round().max(0.0) as u32;
+                        let input = PickInput {
+                            pool: &replica.pool,
+                            snapshot_version: replica.version,
+                            snapshot_age_ms: age_ms,
+                            inflight: &replica.inflight,
+                            request: spec,
+                            now_ms: (now * 1000.0) as u64,
+                        };
+                        replica.policy.pick(&input, &mut replica.rng)?
+                    }
                 };
-                let pod_idx = replica.policy.pick(&input, &mut replica.rng)?;
                 anyhow::ensure!(
                     pod_idx < config.pods,
                     "policy picked endpoint {pod_idx} of {}",
@@ -274,6 +328,7 @@ pub fn run(
                     replica.queued_reports.push((key, pod_idx));
                 }
                 replica.inflight[pod_idx] += 1;
+                total_inflight[pod_idx] += 1;
                 pod_request_counts[pod_idx] += 1;
                 let rec = &mut records[i];
                 rec.pod = pod_idx as u32;
@@ -291,6 +346,7 @@ pub fn run(
                     rec.rejected = true;
                     rec.finished_s = now;
                     replica.inflight[pod_idx] -= 1;
+                    total_inflight[pod_idx] -= 1;
                     outstanding -= 1;
                 } else if !pod.busy {
                     start_step(pod, pod_idx, now, &mut queue, &mut engine_steps);
@@ -330,6 +386,7 @@ pub fn run(
                             // an abort means the engine gave up on it.
                             rec.rejected |= reason == FinishReason::Abort;
                             replicas[rec.replica as usize].inflight[pod_idx] -= 1;
+                            total_inflight[pod_idx] -= 1;
                             outstanding -= 1;
                         }
                         EngineEvent::Preempted { id, .. } => {
@@ -368,6 +425,24 @@ pub fn run(
                     );
                 }
                 queue.schedule_in(timing.scrape_interval_s, Event::Scrape);
+            }
+            Event::PodScrape(i) => {
+                let stats = pods[i].engine.stats();
+                let view = Arc::make_mut(&mut shared_view);
+                if let Some(e) = view.endpoints.get_mut(i) {
+                    e.waiting = stats.waiting;
+                    e.running = stats.running;
+                    e.kv_cache_usage = stats.kv_cache_usage as f32;
+                    let ids = |names: &[String]| -> Vec<u32> {
+                        names
+                            .iter()
+                            .filter_map(|n| adapter_index.get(n.as_str()).copied())
+                            .collect()
+                    };
+                    e.running_adapters = ids(&stats.running_adapters);
+                    e.waiting_adapters = ids(&stats.waiting_adapters);
+                }
+                queue.schedule_in(timing.scrape_interval_s, Event::PodScrape(i));
             }
             Event::Deliver {
                 replica,

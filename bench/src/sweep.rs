@@ -84,6 +84,7 @@ pub fn find_saturation(
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SweepPoint {
     pub workload: String,
+    pub seed: u64,
     pub load_fraction: f64,
     pub rate: f64,
     pub replicas: usize,
@@ -97,6 +98,8 @@ pub struct SweepTask {
     pub load_fraction: f64,
     pub rate: f64,
     pub replicas: usize,
+    /// Seed of the request stream and of everything random in the run.
+    pub seed: u64,
 }
 
 /// How every run of a sweep is set up.
@@ -147,15 +150,17 @@ fn run_task(
     settings: &RunSettings<'_>,
     progress: &(dyn Fn(&SweepPoint) + Sync),
 ) -> anyhow::Result<Vec<SweepPoint>> {
-    let workload = generator.generate(task.kind, task.rate, settings.duration_s, settings.sim.seed);
+    let workload = generator.generate(task.kind, task.rate, settings.duration_s, task.seed);
     let mut cfg = settings.sim.clone();
     cfg.replicas = task.replicas;
+    cfg.seed = task.seed;
     policies
         .iter()
         .map(|policy| {
             let result = run(&cfg, &workload, policy)?;
             let point = SweepPoint {
-                workload: task.kind.name().to_string(),
+                workload: task.kind.name(),
+                seed: task.seed,
                 load_fraction: task.load_fraction,
                 rate: task.rate,
                 replicas: task.replicas,

@@ -22,6 +22,8 @@ fn quick_mode_writes_tables_json_and_plots() {
             "8",
             "--warmup",
             "2",
+            "--seeds",
+            "3-4",
             "--out",
         ])
         .arg(&dir)
@@ -39,6 +41,10 @@ fn quick_mode_writes_tables_json_and_plots() {
         "| round-robin |",
         "| ours |",
         "| gie-default |",
+        "gie+lora",
+        "gie+inflight",
+        "oracle",
+        " ± ",
         "Gateway replicas",
     ] {
         assert!(report.contains(needle), "report lacks {needle}:\n{report}");
@@ -47,7 +53,9 @@ fn quick_mode_writes_tables_json_and_plots() {
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("routing.json")).unwrap()).unwrap();
-    assert_eq!(json["points"].as_array().unwrap().len(), 10);
+    // 2 workloads x 1 load x 8 policies x 2 seeds
+    assert_eq!(json["points"].as_array().unwrap().len(), 32);
+    assert_eq!(json["cells"].as_array().unwrap().len(), 16);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -61,6 +69,10 @@ fn bad_flags_are_clear_errors() {
         vec!["--variant", "colour=3"],
         vec!["--loads", "-1"],
         vec!["--saturation", "sharegpt"],
+        vec!["--seeds", "9-2"],
+        vec!["--workloads", "preamble-0"],
+        vec!["--turns", "5-2"],
+        vec!["--pressure-profile", "gpt-9"],
     ] {
         let out = bench().args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} accepted");

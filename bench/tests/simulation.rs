@@ -50,8 +50,13 @@ fn with_one_pod_every_policy_gives_the_same_result() {
         let w = workload(kind, 3.0, 5);
         let mut outcomes = Vec::new();
         for policy in PolicyKind::baselines_and_ours() {
-            let r = run(&sim(1, 5), &w, &policy).unwrap();
+            let mut r = run(&sim(1, 5), &w, &policy).unwrap();
             assert!(r.records.iter().all(|x| x.pod == 0));
+            // Everything finished, so the stop time (the first event after the
+            // last finish, e.g. the shared picker's own per-pod scrapes) is
+            // bookkeeping, not an outcome.
+            assert!(r.records.iter().all(|x| x.finished()));
+            r.end_s = 0.0;
             outcomes.push((policy.name(), outcome(&r)));
         }
         for (name, o) in &outcomes[1..] {
@@ -136,4 +141,60 @@ fn bad_configurations_are_errors_not_panics() {
     let mut cfg = sim(2, 1);
     cfg.engine.num_gpu_blocks = 0;
     assert!(run(&cfg, &w, &PolicyKind::Random).is_err());
+}
+
+#[test]
+fn gie_is_one_picker_for_all_replicas() {
+    // As deployed, one EPP serves every gateway replica: how requests spread
+    // over replicas changes nothing about where GIE sends them.
+    let w = workload(WorkloadKind::SharedPrefix, 6.0, 7);
+    for policy in [PolicyKind::GieDefault, PolicyKind::GieInflight] {
+        let pods = |replicas: usize| {
+            let mut cfg = sim(4, 7);
+            cfg.replicas = replicas;
+            let r = run(&cfg, &w, &policy).unwrap();
+            r.records.iter().map(|x| x.pod).collect::<Vec<_>>()
+        };
+        assert_eq!(pods(1), pods(4), "{policy}");
+    }
+}
+
+#[test]
+fn the_oracle_bounds_the_others_on_shared_prefixes() {
+    let w = workload(WorkloadKind::SharedPrefix, 6.0, 4);
+    let s = |p: PolicyKind| summarize(&run(&sim(4, 4), &w, &p).unwrap(), Slo::default());
+    let oracle = s(PolicyKind::Oracle);
+    let rr = s(PolicyKind::RoundRobin);
+    assert!(oracle.prefix_hit_rate > rr.prefix_hit_rate);
+    assert!(oracle.ttft_p90_s < rr.ttft_p90_s);
+}
+
+#[test]
+fn every_new_workload_runs_under_every_policy() {
+    let params = WorkloadParams {
+        prefix_groups: 6,
+        prefix_system_tokens: 400,
+        pressure_groups: 12,
+        pressure_kv_blocks: 400,
+        turn_system_tokens: 200,
+        ladder_rates: vec![1.0, 4.0],
+        ..WorkloadParams::default()
+    };
+    let generator = WorkloadGenerator::new(params, &tokenize);
+    for kind in [
+        WorkloadKind::Preamble(300),
+        WorkloadKind::Chat,
+        WorkloadKind::MultiTurn,
+        WorkloadKind::CachePressure,
+        WorkloadKind::Ladder,
+        WorkloadKind::LoraPrefix,
+    ] {
+        let w = generator.generate(kind, 4.0, 10.0, 3);
+        assert!(!w.requests.is_empty(), "{kind}");
+        for policy in PolicyKind::baselines_and_ours() {
+            let r = run(&sim(3, 3), &w, &policy).unwrap();
+            let s = summarize(&r, Slo::default());
+            assert!(s.measured > 0 && s.finished > 0, "{kind} {policy}");
+        }
+    }
 }

@@ -282,6 +282,19 @@ struct Adapter {
     waiting: u32,
 }
 
+/// An exact view of an engine's load ([`Engine::load`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EngineLoad {
+    pub running: u32,
+    pub waiting: u32,
+    /// Prompt tokens admitted or queued whose KV is not computed yet
+    /// (a waiting request's prefix now in the cache does not count).
+    pub pending_prefill_tokens: u64,
+    /// Tokens of context of the running sequences (what decode reads).
+    pub running_context_tokens: u64,
+    pub free_blocks: u32,
+}
+
 /// The simulated engine of one pod.
 #[derive(Debug)]
 pub struct Engine {
@@ -815,6 +828,74 @@ impl Engine {
             generation_tokens_total: self.generation_tokens_total,
             steps: self.steps,
         }
+    }
+
+    /// Leading prompt tokens (whole blocks) a request for `adapter` with these
+    /// tokens would find in the prefix cache if admitted now. Read-only: for
+    /// routing studies that need the exact cache contents (the routing
+    /// benchmark's oracle), not something a real router can see.
+    pub fn cached_prefix_tokens(&self, tokens: &[u32], adapter: Option<&str>) -> u32 {
+        if !self.config.enable_prefix_caching || tokens.len() < 2 {
+            return 0;
+        }
+        let base = match adapter {
+            None => self.seed_hash_base(None),
+            Some(name) => match self.adapter_index.get(name) {
+                Some(&a) => self.seed_hash_base(Some(a)),
+                None => return 0,
+            },
+        };
+        let bs = self.config.block_size as usize;
+        let max_blocks = (tokens.len() - 1) / bs;
+        let mut h = base;
+        let mut hit = 0u32;
+        for block in tokens.chunks_exact(bs).take(max_blocks) {
+            for &t in block {
+                h = combine(h, u64::from(t));
+            }
+            if self.pool.lookup(h).is_none() {
+                break;
+            }
+            hit += 1;
+        }
+        hit * self.config.block_size
+    }
+
+    /// The engine's load right now, exactly (for routing studies).
+    pub fn load(&self) -> EngineLoad {
+        let backlog = |r: &Request| u64::from(r.prompt_len.saturating_sub(r.num_computed));
+        // A waiting request will reuse the cached blocks of its prefix that
+        // are in the cache now (as admission would find them).
+        let waiting_backlog = |r: &Request| {
+            let cached = if self.config.enable_prefix_caching {
+                let max_blocks =
+                    (r.tokens.len().saturating_sub(1)) / self.config.block_size as usize;
+                r.block_hashes
+                    .iter()
+                    .take(max_blocks)
+                    .take_while(|h| self.pool.lookup(**h).is_some())
+                    .count() as u32
+                    * self.config.block_size
+            } else {
+                0
+            };
+            u64::from(r.prompt_len.saturating_sub(r.num_computed.max(cached)))
+        };
+        EngineLoad {
+            running: self.running.len() as u32,
+            waiting: self.waiting.len() as u32,
+            pending_prefill_tokens: self.running.iter().map(backlog).sum::<u64>()
+                + self.waiting.iter().map(waiting_backlog).sum::<u64>(),
+            running_context_tokens: self.running.iter().map(|r| r.tokens.len() as u64).sum(),
+            free_blocks: self.pool.free_blocks(),
+        }
+    }
+
+    /// Whether `adapter` is in a GPU slot now.
+    pub fn adapter_resident(&self, adapter: &str) -> bool {
+        self.adapter_index
+            .get(adapter)
+            .is_some_and(|a| self.resident.iter().any(|(r, _)| r == a))
     }
 
     /// Blocks referenced by requests: for invariant checks.
