@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use integration::e2e::envoy_config::{BodyRouting, Route};
+use integration::e2e::envoy_config::{BodyRouting, DataPath, Route};
 use integration::e2e::load::{run_concurrently, share};
 use integration::e2e::scenarios::{self, ACK_POOL_V1, ACK_POOL_V2};
 use integration::e2e::stack::{Stack, StackSpec};
@@ -148,14 +148,20 @@ async fn buffer_filter_mode_routes_the_pool_split_and_the_lora_canary() -> Resul
     Ok(())
 }
 
+/// The negative control runs on ORIGINAL_DST clusters, where a request that
+/// names no destination is a 503. Under override_host the same request goes to
+/// the cluster's fallback balancer instead (served, but without the filter's
+/// pick): docs/ARCHITECTURE.md, "Body routing modes".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_buffer_filter_the_request_fails_fast_instead_of_hanging() -> Result<()> {
     let stack = Stack::start(StackSpec {
+        data_path: DataPath::OriginalDst,
         pods: scenarios::ack_qwen_pods(1)?,
         sim_args: sim_args(),
         manifests: scenarios::ack_manifests(),
         routes: vec![Route::to_pool("LoRA canary", None, ACK_POOL_V1)],
         body_routing: BodyRouting::BufferFilterMissing,
+        plugin_config: serde_json::json!({"collector_cluster": "llmgw_collector", "fallbacks": 0}),
         ..Default::default()
     })
     .await?;
