@@ -12,8 +12,8 @@ use integration::wasm_host::{Exchange, FilterModule, HeaderMap, Host, Worker};
 use pool_state::{FailureMode, Pool};
 
 const DESTINATION: &str = "x-gateway-destination-endpoint";
-const FAILED_KEY: &str = "llmgw.failed.pool-a";
-const INFLIGHT_KEY: &str = "llmgw.inflight.pool-a";
+const FAILED_KEY: &str = "llmgw.failed.default/pool-a";
+const INFLIGHT_KEY: &str = "llmgw.inflight.default/pool-a";
 /// Envoy's UF response flag (upstream connection failure).
 const UF: u64 = 0x20;
 
