@@ -2,7 +2,7 @@
 //! manifest directory and Envoy with the filter, all on free loopback ports,
 //! all stopped when the [`Stack`] drops.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +26,36 @@ use super::wait::wait_until;
 pub struct PoolPod {
     pub pool: String,
     pub pod: SimPod,
+}
+
+/// The pods of each route's cluster, found as the filter finds a cluster's pool:
+/// its `cluster_pools` entry (`namespace/name` or a bare name), else a pool of
+/// the cluster's own name. A pod's `pool` is `name` or `namespace/name`.
+fn cluster_endpoints(config: &EnvoyConfig, pods: &[PoolPod]) -> BTreeMap<String, Vec<SocketAddr>> {
+    let mut out: BTreeMap<String, Vec<SocketAddr>> = BTreeMap::new();
+    for (cluster, _) in config.routes.iter().flat_map(|r| &r.backends) {
+        let target = config
+            .plugin_config
+            .get("cluster_pools")
+            .and_then(|m| m.get(cluster))
+            .and_then(|v| v.as_str())
+            .unwrap_or(cluster);
+        let (want_ns, want_name) = match target.split_once('/') {
+            Some((ns, name)) => (Some(ns), name),
+            None => (None, target),
+        };
+        let addrs = pods.iter().filter(|p| {
+            let (ns, name) = match p.pool.split_once('/') {
+                Some((ns, name)) => (ns, name),
+                None => (p.pod.namespace.as_str(), p.pool.as_str()),
+            };
+            name == want_name && want_ns.is_none_or(|w| w == ns)
+        });
+        out.entry(cluster.clone())
+            .or_default()
+            .extend(addrs.map(|p| p.pod.addr()));
+    }
+    out
 }
 
 /// Renders a test's Envoy bootstrap itself (e.g. a gateway emulation) from
@@ -110,17 +140,10 @@ impl Stack {
         config.wasm_path = artifacts::filter_wasm()?.display().to_string();
         config.routes = spec.routes.clone();
         config.data_path = spec.data_path;
-        config.pool_endpoints.clear();
-        for p in &spec.pods {
-            config
-                .pool_endpoints
-                .entry(p.pool.clone())
-                .or_default()
-                .push(p.pod.addr());
-        }
         if !spec.plugin_config.is_null() {
             config.plugin_config = spec.plugin_config.clone();
         }
+        config.pool_endpoints = cluster_endpoints(&config, &spec.pods);
         config.buffer_limit_bytes = limits.buffer_limit_bytes();
         config.limits = limits;
         config.body_routing = spec.body_routing;
