@@ -1,6 +1,6 @@
 //! Live edits that would break routing are rejected the way the Kubernetes
-//! API server would have rejected them: when a model, rewrite or objective
-//! object changes into something invalid (a weight of 0, an empty target, an
+//! API server would have rejected them: when a pool, model, rewrite or
+//! objective object changes into something invalid (a weight of 0, an empty target, an
 //! unknown criticality, or a document that no longer type-checks), the
 //! collector keeps serving the object's last valid version and reports the
 //! rejected edit (a warning log line, a `Problem`, and
@@ -16,7 +16,7 @@ use crate::model::{edit_error, Problem};
 
 #[derive(Debug, Default)]
 pub struct LastValid {
-    /// Last valid version of each model/rewrite/objective, by display name.
+    /// Last valid version of each pool/model/rewrite/objective, by display name.
     kept: HashMap<String, Arc<Stored>>,
     /// `(object, message)` of rejected edits already counted.
     counted: HashSet<(String, String)>,
@@ -41,11 +41,13 @@ impl LastValid {
         let mut rejected: Vec<Problem> = Vec::new();
         for stored in &inventory.objects {
             let name = stored.resource.display_name();
-            match edit_error(&stored.resource) {
+            match edit_error(stored) {
                 None => {
                     if matches!(
                         stored.resource,
                         crate::resources::Resource::Model(_)
+                            | crate::resources::Resource::PoolV1(_)
+                            | crate::resources::Resource::PoolV1Alpha2(_)
                             | crate::resources::Resource::Rewrite(..)
                             | crate::resources::Resource::Objective(..)
                     ) {
@@ -138,6 +140,42 @@ mod tests {
             problems,
             synced: true,
         }
+    }
+
+    fn pool(selector: serde_json::Value) -> Arc<Stored> {
+        let value = json!({
+            "apiVersion": "inference.networking.k8s.io/v1",
+            "kind": "InferencePool",
+            "metadata": {"name": "pool", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": selector}, "targetPorts": [{"number": 8000}]}
+        });
+        let crate::resources::Parsed::Ok(resource) = Resource::from_value(value) else {
+            panic!("not ours");
+        };
+        Arc::new(Stored {
+            resource: *resource,
+            seen_order: 0,
+            origin: "test".into(),
+        })
+    }
+
+    #[test]
+    fn an_invalid_pool_edit_keeps_the_pool_it_replaced() {
+        let mut lv = LastValid::default();
+        let good = pool(json!({"app": "vllm"}));
+        let checked = lv.apply(&inventory(vec![good.clone()], vec![]));
+        assert_eq!(checked.inventory.objects, vec![good.clone()]);
+        // An empty selector would select every pod: rejected, the old pool stays.
+        let checked = lv.apply(&inventory(vec![pool(json!({}))], vec![]));
+        assert_eq!(checked.inventory.objects, vec![good.clone()]);
+        assert_eq!(checked.newly_rejected.len(), 1);
+        assert!(
+            checked.newly_rejected[0]
+                .message
+                .contains("selector is empty"),
+            "{:?}",
+            checked.newly_rejected
+        );
     }
 
     #[test]

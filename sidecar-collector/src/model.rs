@@ -284,11 +284,14 @@ fn shadowed_across_groups(
     shadowed
 }
 
-/// Why a model, rewrite or objective object cannot be used as it stands
-/// (`None`: it can), by the same checks [`build`] applies; `last_valid` uses
-/// it to keep an object's last valid version instead of dropping the object.
-pub fn edit_error(resource: &Resource) -> Option<String> {
-    match resource {
+/// Why a pool, model, rewrite or objective object cannot be used as it
+/// stands (`None`: it can), by the same checks [`build`] applies; `last_valid`
+/// uses it to keep an object's last valid version instead of dropping the object.
+pub fn edit_error(stored: &Stored) -> Option<String> {
+    if let Some(pool) = checked_pool(stored) {
+        return pool.err();
+    }
+    match &stored.resource {
         Resource::Model(model) => model_rule(&model.spec, "").err(),
         Resource::Rewrite(_, rewrite) => {
             rewrite
@@ -329,47 +332,54 @@ fn namespace(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 
+/// An InferencePool object checked (`None`: not a pool).
+fn checked_pool(stored: &Stored) -> Option<Result<ValidPool<'_>, String>> {
+    let result = match &stored.resource {
+        Resource::PoolV1(p) => {
+            let ports: Vec<Option<i64>> = p.spec.target_ports.iter().map(|t| t.number).collect();
+            let mode = p
+                .spec
+                .endpoint_picker_ref
+                .as_ref()
+                .and_then(|r| r.failure_mode.clone());
+            validate_pool(
+                stored,
+                GROUP_V1,
+                &p.metadata,
+                p.spec.selector.clone(),
+                &ports,
+                mode,
+            )
+        }
+        Resource::PoolV1Alpha2(p) => {
+            let selector = LabelSelector {
+                match_labels: p.spec.selector.clone(),
+                match_expressions: Vec::new(),
+            };
+            let mode = p
+                .spec
+                .extension_ref
+                .as_ref()
+                .and_then(|r| r.failure_mode.clone());
+            validate_pool(
+                stored,
+                GROUP_X,
+                &p.metadata,
+                selector,
+                &[p.spec.target_port_number],
+                mode,
+            )
+        }
+        _ => return None,
+    };
+    Some(result)
+}
+
 fn valid_pools<'a>(objects: &[&'a Stored], problems: &mut Vec<Problem>) -> Vec<ValidPool<'a>> {
     let mut pools: Vec<ValidPool<'a>> = Vec::new();
     for stored in objects {
-        let result = match &stored.resource {
-            Resource::PoolV1(p) => {
-                let ports: Vec<Option<i64>> =
-                    p.spec.target_ports.iter().map(|t| t.number).collect();
-                let mode = p
-                    .spec
-                    .endpoint_picker_ref
-                    .as_ref()
-                    .and_then(|r| r.failure_mode.clone());
-                validate_pool(
-                    stored,
-                    GROUP_V1,
-                    &p.metadata,
-                    p.spec.selector.clone(),
-                    &ports,
-                    mode,
-                )
-            }
-            Resource::PoolV1Alpha2(p) => {
-                let selector = LabelSelector {
-                    match_labels: p.spec.selector.clone(),
-                    match_expressions: Vec::new(),
-                };
-                let mode = p
-                    .spec
-                    .extension_ref
-                    .as_ref()
-                    .and_then(|r| r.failure_mode.clone());
-                validate_pool(
-                    stored,
-                    GROUP_X,
-                    &p.metadata,
-                    selector,
-                    &[p.spec.target_port_number],
-                    mode,
-                )
-            }
-            _ => continue,
+        let Some(result) = checked_pool(stored) else {
+            continue;
         };
         match result {
             Ok(pool) => pools.push(pool),
