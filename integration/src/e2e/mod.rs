@@ -11,6 +11,7 @@ pub mod load;
 pub mod pods;
 pub mod ports;
 pub mod process;
+pub mod recipes;
 pub mod scenarios;
 pub mod stack;
 pub mod wait;
