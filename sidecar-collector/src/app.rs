@@ -86,8 +86,9 @@ pub async fn run(
         )?),
         None => None,
     };
+    let pace = Arc::new(crate::pace::Pace::new(cli.scrape_interval));
     let scrape_config = ScrapeConfig {
-        interval: cli.scrape_interval,
+        pace: pace.clone(),
         timeout: cli.scrape_timeout,
         scheme: match cli.metrics_scheme {
             Scheme::Http => "http".into(),
@@ -103,6 +104,18 @@ pub async fn run(
     };
     let observations = Arc::new(Observations::new());
     let telemetry = Arc::new(Telemetry::default());
+    telemetry.scrape_interval_ns.store(
+        u64::try_from(cli.scrape_interval.as_nanos()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if let Some(budget) = cli.scrape_cpu_budget {
+        tokio::spawn(crate::pace::follow_cpu_budget(
+            pace.clone(),
+            budget,
+            std::time::Duration::from_secs(1),
+            telemetry.clone(),
+        ));
+    }
     // Fail fast on a bad CA file instead of inside the background task.
     scrape::http_client(&scrape_config)?;
     tokio::spawn({

@@ -11,6 +11,7 @@ pub mod http;
 pub mod metrics_parse;
 pub mod model;
 pub mod observations;
+pub mod pace;
 pub mod placement;
 pub mod resources;
 pub mod scrape;

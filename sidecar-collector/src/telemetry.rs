@@ -81,6 +81,8 @@ pub struct Telemetry {
     pub placement_keys: AtomicU64,
     /// Discovery synced and every Ready endpoint scraped once.
     pub ready: AtomicBool,
+    /// The scrape interval in force (see [`crate::pace`]).
+    pub scrape_interval_ns: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -97,6 +99,7 @@ impl Default for Telemetry {
             prefix_forward_errors: AtomicU64::new(0),
             placement_keys: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            scrape_interval_ns: AtomicU64::new(0),
         }
     }
 }
