@@ -72,8 +72,9 @@ pub struct Cli {
 
     /// Keep the collector's CPU use within this many cores by lengthening the
     /// scrape interval (never below --scrape-interval) when scraping every
-    /// endpoint that often would need more; re-checked every second. Unset:
-    /// the interval stays fixed, whatever it costs.
+    /// endpoint that often would need more, or when scrapes fall behind the
+    /// interval (the machine gives less); re-checked every second. Unset: the
+    /// interval stays fixed, whatever it costs.
     #[arg(long, value_parser = parse_cpu_budget, env = "LLMGW_COLLECTOR_SCRAPE_CPU_BUDGET")]
     pub scrape_cpu_budget: Option<f64>,
 

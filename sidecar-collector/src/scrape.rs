@@ -217,6 +217,7 @@ async fn scrape_loop(
     let interval_ns = config.pace.base().as_nanos().max(1) as u64;
     let offset = Duration::from_nanos(hasher.finish() % interval_ns);
     let mut next = tokio::time::Instant::now() + offset;
+    let _counted = config.pace.task();
     let mut body = Vec::with_capacity(16 * 1024);
     loop {
         tokio::time::sleep_until(next).await;
@@ -233,6 +234,7 @@ async fn scrape_loop(
             started.elapsed(),
             config.unready_after_failures,
         );
+        config.pace.scraped();
     }
 }
 
