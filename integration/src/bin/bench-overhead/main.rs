@@ -9,6 +9,7 @@
 //! request, the figure least disturbed by how the machine's cores are shared.
 
 mod cpu;
+mod decision_time;
 mod ext_proc;
 mod load;
 mod report;
@@ -78,6 +79,10 @@ struct Args {
     /// `scripts/build-wasm.sh floor-filter`); its arm is skipped when missing.
     #[arg(long, value_name = "WASM")]
     floor: Option<PathBuf>,
+    /// Another floor-like filter (the client names the pod; e.g. a
+    /// `FLOOR_PROBE` build of the floor filter), as one more arm; repeatable.
+    #[arg(long, value_name = "WASM")]
+    compare_floor: Vec<PathBuf>,
     /// Leave out the ext_proc arm (Envoy + `ext-proc-floor`).
     #[arg(long)]
     no_ext_proc: bool,
@@ -225,6 +230,17 @@ async fn run(args: &Args) -> Result<()> {
             "(no floor arm: target/floor_filter.wasm is missing; `./scripts/build-wasm.sh floor-filter` builds it)"
         ),
     }
+    for path in &args.compare_floor {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        setups.push((
+            format!("Envoy + {name} (client picks)"),
+            Some(path.clone()),
+            client_picks.clone(),
+        ));
+    }
     setups.push(("Envoy, client picks the pod".into(), None, client_picks));
 
     let mut arms = Vec::new();
@@ -281,7 +297,13 @@ async fn run(args: &Args) -> Result<()> {
     );
     report::header();
     let mut summary = Vec::new();
+    let mut decision_times = Vec::new();
     for &size in &args.sizes {
+        let mut decision_before = Vec::new();
+        tokio::time::sleep(decision_time::FLUSH).await;
+        for arm in &arms {
+            decision_before.push(decision_time::read(&client, arm.envoy.admin).await?);
+        }
         let body = body_of_size(size);
         let unique = args.unique_prompts;
         // Numbered across rounds and arms, so no prompt is ever sent twice.
@@ -379,8 +401,20 @@ async fn run(args: &Args) -> Result<()> {
             stats.push(row);
         }
         summary.push((size, stats));
+        tokio::time::sleep(decision_time::FLUSH).await;
+        for (arm, (sum, count)) in arms.iter().zip(decision_before) {
+            let (sum_after, count_after) = decision_time::read(&client, arm.envoy.admin).await?;
+            if count_after > count {
+                decision_times.push((
+                    size,
+                    arm.name.clone(),
+                    (sum_after - sum) / (count_after - count),
+                ));
+            }
+        }
     }
     report::against_baseline(&summary);
+    report::decision_times(&decision_times);
     report::goals(&summary);
     drop(arms);
     Ok(())

@@ -79,6 +79,20 @@ pub fn against_baseline(summary: &[(usize, Vec<ArmStats>)]) {
     }
 }
 
+/// The filter's own decision time in V8 (its `llmgw_decision_time_us`
+/// histogram), mean per body size; warm-up requests included.
+pub fn decision_times(rows: &[(usize, String, f64)]) {
+    if rows.is_empty() {
+        return;
+    }
+    println!("\nDecision time inside V8 (the filter's llmgw_decision_time_us, mean; includes the host calls it makes while deciding):\n");
+    println!("| body | setup | decision time |");
+    println!("|---|---|---:|");
+    for (size, name, mean_us) in rows {
+        println!("| {} | {name} | {mean_us:.1} µs |", human_size(*size));
+    }
+}
+
 /// Issue 17's goals, where the run has the arms they compare.
 pub fn goals(summary: &[(usize, Vec<ArmStats>)]) {
     println!("\nGoals (issue 17), within this run:\n");
