@@ -12,7 +12,7 @@ export GATEWAY_FILTER_WASM := $(CURDIR)/$(WASM)
 export LLMGW_VENV := $(CURDIR)/$(VENV)
 
 .PHONY: setup build native wasm test test-unit test-wasm32 test-wasm-host test-e2e test-deploy test-image test-envoy-versions image lint fmt \
-        demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-sim clean
+        demo bench-routing bench-overhead bench-e2e bench-collector bench-wasm bench-scale bench-sim clean
 
 setup:
 	@./scripts/setup.sh
@@ -87,9 +87,14 @@ bench-collector: setup
 bench-wasm: wasm
 	$(CARGO) run --release -p integration --bin bench-wasm
 
+# The scale curve: filter (fuel) and collector costs from 8 to 4,096 endpoints.
+bench-scale: wasm
+	$(CARGO) build --release -p vllm-sim -p sidecar-collector -p integration --bins
+	@./scripts/bench-scale.sh
+
 bench-overhead: wasm
 	@./scripts/build-wasm.sh floor-filter
-	$(CARGO) build --release -p integration -p sidecar-collector --bins
+	$(CARGO) build --release -p integration -p sidecar-collector -p ext-proc-floor --bins
 	@./scripts/bench-overhead.sh
 
 bench-e2e: build

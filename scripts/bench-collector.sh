@@ -4,13 +4,17 @@
 # with a light request load so metrics keep changing. Reports the collector's
 # CPU share (from /proc), the p99 scrape-to-publish delay (its own histogram),
 # snapshot size and rates.
-#   scripts/bench-collector.sh [ENDPOINTS=256] [SECONDS=20]
+#   scripts/bench-collector.sh [ENDPOINTS=256] [SECONDS=20] [POOLS=1]
+# Endpoints are spread round robin over POOLS InferencePools. Extra collector
+# flags come from $COLLECTOR_ARGS (e.g. --scrape-cpu-budget 0.8).
 # Run through `make bench-collector` (builds the release binaries first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ENDPOINTS=${1:-256}
 SECONDS_MEASURED=${2:-20}
+POOLS=${3:-1}
+read -r -a EXTRA_ARGS <<<"${COLLECTOR_ARGS:-}"
 BIN=${BENCH_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 for b in vllm-sim sidecar-collector; do
   [ -x "$BIN/$b" ] || { echo "missing $BIN/$b: run make bench-collector" >&2; exit 1; }
@@ -40,17 +44,20 @@ for _ in $(seq 1 300); do
 done
 
 mkdir "$WORK/manifests"
-cat >"$WORK/manifests/pool.yaml" <<EOF
+for p in $(seq 0 $((POOLS - 1))); do
+  cat <<EOF
+---
 apiVersion: inference.networking.k8s.io/v1
 kind: InferencePool
 metadata:
-  name: bench
+  name: bench-$p
 spec:
   selector:
-    matchLabels: {app: bench}
+    matchLabels: {app: bench-$p}
   targetPorts: [{number: 8000}]
 EOF
-awk '/ listening on /{split($5,a,":"); printf "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  labels: {app: bench}\n  annotations: {llm-gateway.io/port-map: \"8000=%s\"}\nstatus:\n  podIP: 127.0.0.1\n  conditions: [{type: Ready, status: \"True\"}]\n", $2, a[2]}' \
+done >"$WORK/manifests/pools.yaml"
+awk -v pools="$POOLS" '/ listening on /{split($5,a,":"); printf "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: %s\n  labels: {app: bench-%d}\n  annotations: {llm-gateway.io/port-map: \"8000=%s\"}\nstatus:\n  podIP: 127.0.0.1\n  conditions: [{type: Ready, status: \"True\"}]\n", $2, n++ % pools, a[2]}' \
   "$WORK/sim.out" >"$WORK/manifests/pods.yaml"
 awk '/ listening on /{print $5}' "$WORK/sim.out" >"$WORK/addresses"
 
@@ -60,14 +67,14 @@ s=[socket.socket() for _ in range(2)]
 print(*[x.getsockname()[1] for x in s])')
 "$BIN/sidecar-collector" --source file --dir "$WORK/manifests" \
   --grpc-listen "127.0.0.1:$GRPC" --http-listen "127.0.0.1:$HTTP" \
-  --scrape-interval 50ms >"$WORK/collector.out" 2>"$WORK/collector.err" &
+  --scrape-interval 50ms ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"} >"$WORK/collector.out" 2>"$WORK/collector.err" &
 COLLECTOR_PID=$!
 PIDS+=("$COLLECTOR_PID")
 
-$PY - "$COLLECTOR_PID" "$SIM_PID" "$HTTP" "$WORK/addresses" "$SECONDS_MEASURED" "$ENDPOINTS" <<'PYEOF'
+$PY - "$COLLECTOR_PID" "$SIM_PID" "$HTTP" "$WORK/addresses" "$SECONDS_MEASURED" "$ENDPOINTS" "$POOLS" <<'PYEOF'
 import json, os, random, re, sys, threading, time, urllib.request
 
-collector_pid, sim_pid, http_port, addresses_file, seconds, endpoints = sys.argv[1:7]
+collector_pid, sim_pid, http_port, addresses_file, seconds, endpoints, pools = sys.argv[1:8]
 seconds = float(seconds)
 addresses = open(addresses_file).read().split()
 base = f"http://127.0.0.1:{http_port}"
@@ -111,7 +118,8 @@ def load():
 threads = [threading.Thread(target=load, daemon=True) for _ in range(16)]
 for t in threads:
     t.start()
-time.sleep(3)  # warm up
+# Warm up (longer with a CPU budget, which adjusts once a second).
+time.sleep(float(os.environ.get("WARMUP_SECONDS", "3")))
 
 def cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -151,12 +159,24 @@ for le in sorted((k for k in b1 if k != "+Inf"), key=float) + ["+Inf"]:
         p99 = le
 d = lambda k: v1.get(k, 0) - v0.get(k, 0)
 ready = int(v1.get("inference_pool_ready_pods", 0))
-print(f"endpoints                 {endpoints} (ready {ready}), scrape interval 50 ms, {elapsed:.1f} s measured")
+interval = v1.get("llmgw_collector_scrape_interval_seconds", 0.05)
+scrapes = d('llmgw_collector_scrapes_total') / elapsed
+nominal = int(endpoints) / 0.05
+print(f"endpoints                 {endpoints} in {pools} pools (ready {ready}), scrape interval configured 50 ms, in force {interval * 1000:.0f} ms, {elapsed:.1f} s measured")
 print(f"collector CPU             {(c1 - c0) / elapsed:.3f} cores")
 print(f"vllm-sim CPU (for scale)  {(s1 - s0) / elapsed:.3f} cores")
-print(f"scrapes                   {d('llmgw_collector_scrapes_total') / elapsed:.0f}/s, errors {d('llmgw_collector_scrape_errors_total'):.0f}")
+print(f"scrapes                   {scrapes:.0f}/s ({100 * scrapes / nominal:.0f}% of 20 Hz per endpoint), errors {d('llmgw_collector_scrape_errors_total'):.0f}")
 print(f"snapshots published       {d('llmgw_collector_snapshots_published_total') / elapsed:.1f}/s")
 print(f"scrape-to-publish delay   p50 <= {float(p50) * 1000:.1f} ms, p99 <= {float(p99) * 1000:.1f} ms ({total:.0f} changes; histogram bucket bounds)")
 print(f"snapshot size             {int(v1.get('llmgw_collector_snapshot_bytes', 0))} bytes")
 print(f"load                      {sent[0] / (time.time() - t0 + 3):.0f} requests/s to the simulated pods")
+# One line for scripts/bench-scale.sh.
+print("RESULT " + json.dumps({
+    "endpoints": int(endpoints), "pools": int(pools), "collector_cores": round((c1 - c0) / elapsed, 3),
+    "sim_cores": round((s1 - s0) / elapsed, 3), "scrapes_per_s": round(scrapes), "scrape_share": round(scrapes / nominal, 3),
+    "interval_ms": round(interval * 1000), "p50_le_ms": float(p50) * 1000 if p50 not in (None, "+Inf") else None,
+    "p99_le_ms": float(p99) * 1000 if p99 not in (None, "+Inf") else None,
+    "snapshots_per_s": round(d('llmgw_collector_snapshots_published_total') / elapsed, 1),
+    "snapshot_bytes": int(v1.get('llmgw_collector_snapshot_bytes', 0)),
+    "build_ms_mean": round(1000 * d('llmgw_collector_snapshot_build_seconds_sum') / max(d('llmgw_collector_snapshot_build_seconds_count'), 1), 2)}))
 PYEOF

@@ -22,7 +22,8 @@ pub const BLOCK_BYTES: usize = 64;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PrefixConfig {
-    /// Blocks hashed at most; bounds the cost on huge prompts.
+    /// Upper bound of `affinity_depth_blocks` (the blocks hashed per request:
+    /// only those the affinity key needs are).
     pub max_blocks: usize,
     /// Depth (in blocks) of the chain hash that names a request's affinity
     /// group. Short enough that every turn of a conversation shares it, long

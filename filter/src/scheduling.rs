@@ -90,7 +90,9 @@ pub struct RequestFeatures {
     /// Interned id (in the pool) of the LoRA adapter the request targets;
     /// `None` for base models and adapters no pod has reported.
     pub adapter: Option<u32>,
-    /// Chained 64-byte block hashes of the prompt ([`prefix::block_hashes`]).
+    /// Chained 64-byte block hashes of the prompt's first
+    /// `affinity_depth_blocks` blocks ([`prefix::block_hashes`]): all the
+    /// affinity key needs, so a long prompt is not hashed past them.
     pub prefix_hashes: Vec<u64>,
     /// The prompt's affinity key ([`prefix::affinity_key`]); `None` for
     /// prompts shorter than one block.
@@ -104,7 +106,7 @@ impl RequestFeatures {
     /// Features of a request for `target_model` whose prompt text (raw JSON of
     /// `prompt` or `messages`) is `prompt`.
     pub fn new(pool: &PoolView, target_model: &str, prompt: &[u8], config: &PrefixConfig) -> Self {
-        let prefix_hashes = prefix::block_hashes(prompt, config.max_blocks);
+        let prefix_hashes = prefix::block_hashes(prompt, config.affinity_depth_blocks);
         RequestFeatures {
             adapter: pool.adapter_id(target_model),
             affinity_key: prefix::affinity_key(&prefix_hashes, config.affinity_depth_blocks),

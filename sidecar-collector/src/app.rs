@@ -99,8 +99,9 @@ pub async fn run(
         )?),
         None => None,
     };
+    let pace = Arc::new(crate::pace::Pace::new(cli.scrape_interval));
     let scrape_config = ScrapeConfig {
-        interval: cli.scrape_interval,
+        pace: pace.clone(),
         timeout: cli.scrape_timeout,
         scheme: match cli.metrics_scheme {
             Scheme::Http => "http".into(),
@@ -115,6 +116,18 @@ pub async fn run(
         insecure_skip_verify: cli.metrics_insecure_skip_verify,
     };
     let observations = Arc::new(Observations::new());
+    telemetry.scrape_interval_ns.store(
+        u64::try_from(cli.scrape_interval.as_nanos()).unwrap_or(u64::MAX),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    if let Some(budget) = cli.scrape_cpu_budget {
+        tokio::spawn(crate::pace::follow_cpu_budget(
+            pace.clone(),
+            budget,
+            std::time::Duration::from_secs(1),
+            telemetry.clone(),
+        ));
+    }
     // Fail fast on a bad CA file instead of inside the background task.
     scrape::http_client(&scrape_config)?;
     tokio::spawn({

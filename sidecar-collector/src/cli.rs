@@ -70,6 +70,14 @@ pub struct Cli {
     #[arg(long, default_value = "50ms", value_parser = parse_duration, env = "LLMGW_COLLECTOR_SCRAPE_INTERVAL")]
     pub scrape_interval: Duration,
 
+    /// Keep the collector's CPU use within this many cores by lengthening the
+    /// scrape interval (never below --scrape-interval) when scraping every
+    /// endpoint that often would need more, or when scrapes fall behind the
+    /// interval (the machine gives less); re-checked every second. Unset: the
+    /// interval stays fixed, whatever it costs.
+    #[arg(long, value_parser = parse_cpu_budget, env = "LLMGW_COLLECTOR_SCRAPE_CPU_BUDGET")]
+    pub scrape_cpu_budget: Option<f64>,
+
     /// Give up on a scrape after this long.
     #[arg(long, default_value = "1s", value_parser = parse_duration, env = "LLMGW_COLLECTOR_SCRAPE_TIMEOUT")]
     pub scrape_timeout: Duration,
@@ -152,6 +160,14 @@ pub struct Cli {
     pub log_format: LogFormat,
 }
 
+/// A CPU budget in cores: a positive number (`0.5`, `2`).
+fn parse_cpu_budget(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(cores) if cores.is_finite() && cores > 0.0 => Ok(cores),
+        _ => Err(format!("{text:?} is not a number of cores like 0.5 or 2")),
+    }
+}
+
 /// Parses `250ms`, `1s`, `2m`, `1.5s` (a bare number means milliseconds).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -212,6 +228,26 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(cli.scrape_interval, Duration::from_millis(20));
+        assert_eq!(cli.scrape_cpu_budget, None);
+        let budgeted = Cli::try_parse_from([
+            "sidecar-collector",
+            "--dir",
+            "/tmp/x",
+            "--scrape-cpu-budget",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(budgeted.scrape_cpu_budget, Some(0.5));
+        for bad in ["0", "-1", "lots", "NaN"] {
+            assert!(Cli::try_parse_from([
+                "sidecar-collector",
+                "--dir",
+                "/tmp/x",
+                "--scrape-cpu-budget",
+                bad
+            ])
+            .is_err());
+        }
         assert_eq!(cli.source, Source::File);
         assert!(Cli::try_parse_from(["sidecar-collector", "--source", "kubernetes"]).is_ok());
     }

@@ -346,6 +346,17 @@ pub fn render(
     );
     family(
         &mut out,
+        "llmgw_collector_scrape_interval_seconds",
+        "gauge",
+        "Interval between two scrapes of one endpoint now (longer than configured when kept within --scrape-cpu-budget).",
+    );
+    let _ = writeln!(
+        out,
+        "llmgw_collector_scrape_interval_seconds {}",
+        telemetry.scrape_interval_ns.load(Ordering::Relaxed) as f64 / 1e9
+    );
+    family(
+        &mut out,
         "llmgw_collector_ready",
         "gauge",
         "1 when /readyz answers 200.",

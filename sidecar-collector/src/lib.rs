@@ -12,6 +12,7 @@ pub mod last_valid;
 pub mod metrics_parse;
 pub mod model;
 pub mod observations;
+pub mod pace;
 pub mod placement;
 pub mod resources;
 pub mod scrape;

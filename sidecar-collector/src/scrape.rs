@@ -14,15 +14,17 @@ use anyhow::Context;
 use reqwest::header::HeaderValue;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::MissedTickBehavior;
 
 use crate::metrics_parse::{self, Engine};
 use crate::model::DesiredState;
 use crate::observations::Observations;
+use crate::pace::Pace;
 
 #[derive(Debug, Clone)]
 pub struct ScrapeConfig {
-    pub interval: Duration,
+    /// The interval between two scrapes of one endpoint (fixed, or kept
+    /// within a CPU budget).
+    pub pace: Arc<Pace>,
     pub timeout: Duration,
     /// `http` or `https`.
     pub scheme: String,
@@ -212,14 +214,15 @@ async fn scrape_loop(
     // arrive evenly instead of in one burst per interval.
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     address.hash(&mut hasher);
-    let interval_ns = config.interval.as_nanos().max(1) as u64;
+    let interval_ns = config.pace.base().as_nanos().max(1) as u64;
     let offset = Duration::from_nanos(hasher.finish() % interval_ns);
-    let mut ticker =
-        tokio::time::interval_at(tokio::time::Instant::now() + offset, config.interval);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut next = tokio::time::Instant::now() + offset;
+    let _counted = config.pace.task();
     let mut body = Vec::with_capacity(16 * 1024);
     loop {
-        ticker.tick().await;
+        tokio::time::sleep_until(next).await;
+        // The interval in force now; a late tick is not made up with a burst.
+        next = (next + config.pace.interval()).max(tokio::time::Instant::now());
         let started = Instant::now();
         let outcome = scrape_once(&client, &url, engine, &config, token.as_ref(), &mut body).await;
         if let Err(err) = &outcome {
@@ -231,6 +234,7 @@ async fn scrape_loop(
             started.elapsed(),
             config.unready_after_failures,
         );
+        config.pace.scraped();
     }
 }
 

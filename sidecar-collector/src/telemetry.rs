@@ -83,6 +83,8 @@ pub struct Telemetry {
     pub placement_keys: AtomicU64,
     /// Discovery synced and every Ready endpoint scraped once.
     pub ready: AtomicBool,
+    /// The scrape interval in force (see [`crate::pace`]).
+    pub scrape_interval_ns: AtomicU64,
 }
 
 impl Default for Telemetry {
@@ -100,6 +102,7 @@ impl Default for Telemetry {
             rejected_edits: AtomicU64::new(0),
             placement_keys: AtomicU64::new(0),
             ready: AtomicBool::new(false),
+            scrape_interval_ns: AtomicU64::new(0),
         }
     }
 }

@@ -11,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use integration::wasm_host::fixtures::{chat_body, completion_body, pool_of_size, snapshot};
+use integration::wasm_host::fixtures::{
+    chat_body, completion_body, endpoint, pool, pool_of_size, snapshot,
+};
 use integration::wasm_host::{gateway_filter_path, FilterModule, HeaderMap, Host, Worker};
 
 const ENDPOINTS: [usize; 3] = [8, 64, 1024];
@@ -197,11 +199,140 @@ fn measure(
     ))
 }
 
-fn parse_requests() -> anyhow::Result<usize> {
+/// (endpoints, pools) of the scale curve (`--scale`): endpoints spread evenly.
+const SCALE: [(usize, usize); 6] = [
+    (8, 1),
+    (64, 4),
+    (256, 16),
+    (1024, 64),
+    (2048, 64),
+    (4096, 64),
+];
+
+/// One point of the scale curve: `endpoints` spread over `pools` pools, a 1 KB
+/// completion routed to the first pool. Returns (decision fuel, fuel of the
+/// first request after a new snapshot, snapshot bytes, shared-data bytes,
+/// wasmtime wall time per decision).
+fn scale_point(
+    module: &FilterModule,
+    endpoints: usize,
+    pools: usize,
+    requests: usize,
+) -> anyhow::Result<(u64, u64, usize, usize, Duration)> {
+    let host = Host::new();
+    let worker = host.start_worker(module, "{}")?;
+    host.advance(Duration::from_millis(100))?;
+    let per_pool = endpoints / pools;
+    let pool_list: Vec<_> = (0..pools)
+        .map(|p| {
+            let members = (0..per_pool)
+                .map(|i| {
+                    let n = p * per_pool + i;
+                    let address =
+                        format!("10.{}.{}.{}:8000", n / 62500, (n / 250) % 250, n % 250 + 1);
+                    endpoint(&address, (n % 7) as u32, ((n % 10) as f32) / 20.0)
+                })
+                .collect();
+            pool(
+                &format!("pool-{p}"),
+                pool_state::FailureMode::FailClose,
+                members,
+            )
+        })
+        .collect();
+    let message = snapshot(1, pool_list);
+    let snapshot_bytes = prost::Message::encoded_len(&message);
+    let delivered = host.collector().push(&message)?;
+    anyhow::ensure!(delivered == 1, "no worker holds the collector stream");
+    let body = completion_body("base", 1024);
+    let exchange = |worker: &Worker| -> anyhow::Result<(u64, Duration)> {
+        let started = Instant::now();
+        let fuel_at_start = worker.fuel_used();
+        let headers = HeaderMap::from_pairs([
+            (":method", "POST".to_string()),
+            (":path", "/v1/completions".to_string()),
+            (":authority", "gateway.local".to_string()),
+            ("content-type", "application/json".to_string()),
+            ("content-length", body.len().to_string()),
+            ("x-request-id", format!("scale-{fuel_at_start}")),
+        ]);
+        let mut stream = worker.stream(headers, Some("pool-0"))?;
+        stream.request_headers(false)?;
+        stream.request_body(&body, true)?;
+        let fuel = worker.fuel_used() - fuel_at_start;
+        let elapsed = started.elapsed();
+        anyhow::ensure!(
+            stream.upstream_headers().is_some(),
+            "the filter did not route the request: {:?}",
+            stream.local_reply()
+        );
+        stream.response_headers(
+            HeaderMap::from_pairs([(":status", "200"), ("content-type", "application/json")]),
+            false,
+        )?;
+        stream.response_body(br#"{"choices":[]}"#, true)?;
+        stream.finish()?;
+        Ok((fuel, elapsed))
+    };
+    let (first, _) = exchange(&worker)?;
+    for _ in 0..WARMUP {
+        exchange(&worker)?;
+    }
+    let mut fuel = Vec::with_capacity(requests);
+    let mut times = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let (f, t) = exchange(&worker)?;
+        fuel.push(f);
+        times.push(t);
+    }
+    let shared_bytes = host
+        .shared_data_keys()
+        .iter()
+        .filter_map(|key| {
+            host.shared_data(key)
+                .map(|(value, _)| key.len() + value.len())
+        })
+        .sum();
+    Ok((
+        median(fuel),
+        first,
+        snapshot_bytes,
+        shared_bytes,
+        median(times),
+    ))
+}
+
+fn scale_curve(module: &FilterModule, requests: usize) -> anyhow::Result<()> {
+    println!();
+    println!("Scale curve: endpoints spread evenly over pools, a 1 KB completion routed to one pool (median of {requests} requests).");
+    println!();
+    println!("| endpoints | pools | decision fuel | first request after a new snapshot | decode (first − decision) | snapshot bytes | shared-data bytes per Envoy | wasmtime time / decision |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (endpoints, pools) in SCALE {
+        let (steady, first, snapshot_bytes, shared_bytes, time) =
+            scale_point(module, endpoints, pools, requests)
+                .with_context(|| format!("{endpoints} endpoints in {pools} pools"))?;
+        println!(
+            "| {endpoints} | {pools} | {steady} | {first} | {} | {snapshot_bytes} | {shared_bytes} | {:.1} µs |",
+            first.saturating_sub(steady),
+            time.as_secs_f64() * 1e6
+        );
+    }
+    Ok(())
+}
+
+struct Options {
+    requests: usize,
+    scale: bool,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
     let mut args = std::env::args().skip(1);
     let mut requests = 50;
+    let mut scale = false;
     while let Some(arg) = args.next() {
         match arg.as_str() {
+            "--scale" => scale = true,
             "--requests" => {
                 requests = args
                     .next()
@@ -211,22 +342,25 @@ fn parse_requests() -> anyhow::Result<usize> {
                 anyhow::ensure!(requests > 0, "--requests must be > 0");
             }
             "-h" | "--help" => {
-                println!("bench-wasm [--requests N]   (N measured requests per cell, default 50)");
+                println!("bench-wasm [--requests N] [--scale]   (N measured requests per cell, default 50; --scale: only the endpoints x pools curve)");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (try --help)"),
         }
     }
-    Ok(requests)
+    Ok(Options { requests, scale })
 }
 
 fn main() -> anyhow::Result<()> {
-    let requests = parse_requests()?;
+    let Options { requests, scale } = parse_options()?;
     let module = FilterModule::gateway_filter()?;
     println!(
         "Filter cost in wasmtime fuel (≈ wasm instructions), {} (median of {requests} requests per row)",
         gateway_filter_path().display()
     );
+    if scale {
+        return scale_curve(&module, requests);
+    }
     let mut rows = Vec::new();
     for endpoints in ENDPOINTS {
         for (body_size, body, chat, groups) in BODIES {

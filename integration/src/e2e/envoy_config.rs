@@ -189,7 +189,15 @@ pub struct EnvoyConfig {
     /// The pods of each pool cluster (local file mode: from the pod
     /// manifests; in Kubernetes the gateway's EDS fills them).
     pub pool_endpoints: BTreeMap<String, Vec<SocketAddr>>,
+    /// An external processor (gRPC address) to run as Envoy's ext_proc filter,
+    /// configured the way GIE configures its endpoint picker: the
+    /// architecture the overhead benchmark compares the filter with. `None`
+    /// (the gateway's own configurations) renders no ext_proc filter.
+    pub ext_proc: Option<SocketAddr>,
 }
+
+/// Name of the external processor's gRPC cluster (bench-overhead's ext_proc arm).
+pub const EXT_PROC_CLUSTER: &str = "llmgw_ext_proc";
 
 impl EnvoyConfig {
     /// The configuration of `make demo` (and the checked-in `envoy.yaml`): the
@@ -234,6 +242,7 @@ impl EnvoyConfig {
                 &parse_pods(DEMO_PODS).expect("examples/demo/pods.yaml parses"),
                 &DEMO_POOLS,
             ),
+            ext_proc: None,
         }
     }
 
@@ -407,6 +416,9 @@ static_resources:
                 ));
             }
         }
+        if self.ext_proc.is_some() {
+            y.push_str(EXT_PROC_FILTER);
+        }
         let _ = write!(
             y,
             r#"          # No buffer filter: responses (SSE streams) pass through as they arrive.
@@ -445,6 +457,30 @@ static_resources:
             port = self.collector_grpc.port(),
         );
         self.limits.render_overload_manager(&mut y);
+        if let Some(ext_proc) = self.ext_proc {
+            let _ = write!(
+                y,
+                r#"  # The external processor (HTTP/2 gRPC, plaintext).
+  - name: {EXT_PROC_CLUSTER}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: {EXT_PROC_CLUSTER}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {ip}, port_value: {port} }}
+"#,
+                ip = ext_proc.ip(),
+                port = ext_proc.port(),
+            );
+        }
         y
     }
 }
@@ -538,3 +574,28 @@ impl EnvoyConfig {
         );
     }
 }
+
+/// The ext_proc filter as GIE's endpoint picker is configured (the
+/// inferencepool chart's standalone Envoy; EG's InferencePool translation
+/// sends the request the same way): request headers, then the body streamed
+/// full-duplex (the processor returns the body Envoy forwards), trailers
+/// (required by that mode). GIE also streams the response headers and body
+/// to the picker (for usage accounting); a picker need not, so this floor
+/// does not.
+const EXT_PROC_FILTER: &str = r#"          # ext_proc: every request's headers and body go to the external processor.
+          - name: envoy.filters.http.ext_proc
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+              grpc_service:
+                envoy_grpc: { cluster_name: llmgw_ext_proc }
+                timeout: 10s
+              failure_mode_allow: false
+              message_timeout: 10s
+              processing_mode:
+                request_header_mode: SEND
+                response_header_mode: SKIP
+                request_body_mode: FULL_DUPLEX_STREAMED
+                response_body_mode: NONE
+                request_trailer_mode: SEND
+                response_trailer_mode: SKIP
+"#;

@@ -9,7 +9,10 @@
 //! request, the figure least disturbed by how the machine's cores are shared.
 
 mod cpu;
+mod decision_time;
+mod ext_proc;
 mod load;
+mod report;
 mod upstream;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -80,6 +83,13 @@ struct Args {
     /// default STATIC cluster under override_host (to compare the two).
     #[arg(long)]
     original_dst: bool,
+    /// Another floor-like filter (the client names the pod; e.g. a
+    /// `FLOOR_PROBE` build of the floor filter), as one more arm; repeatable.
+    #[arg(long, value_name = "WASM")]
+    compare_floor: Vec<PathBuf>,
+    /// Leave out the ext_proc arm (Envoy + `ext-proc-floor`).
+    #[arg(long)]
+    no_ext_proc: bool,
 }
 
 /// The floor filter's module: the one given (which must exist), else the
@@ -116,9 +126,9 @@ fn main() -> Result<()> {
 }
 
 /// The headers the client sends with request `i`.
-type HeadersFor = Arc<dyn Fn(usize) -> Vec<(String, String)> + Send + Sync>;
+pub(crate) type HeadersFor = Arc<dyn Fn(usize) -> Vec<(String, String)> + Send + Sync>;
 
-struct Arm {
+pub(crate) struct Arm {
     name: String,
     url: String,
     headers_for: HeadersFor,
@@ -131,6 +141,10 @@ struct Arm {
     /// The (shared) collector's CPU time during this arm's rounds: its
     /// scraping, plus the prefix reports this arm's filter sends.
     collector_cpu: Duration,
+    /// The external processor this arm's Envoy consults (the ext_proc arm).
+    processor: Option<ManagedProcess>,
+    /// Its CPU time during this arm's rounds.
+    processor_cpu: Duration,
 }
 
 async fn run(args: &Args) -> Result<()> {
@@ -226,6 +240,17 @@ async fn run(args: &Args) -> Result<()> {
             "(no floor arm: target/floor_filter.wasm is missing; `./scripts/build-wasm.sh floor-filter` builds it)"
         ),
     }
+    for path in &args.compare_floor {
+        let name = path.file_name().map_or_else(
+            || path.display().to_string(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        setups.push((
+            format!("Envoy + {name} (client picks)"),
+            Some(path.clone()),
+            client_picks.clone(),
+        ));
+    }
     setups.push(("Envoy, client picks the pod".into(), None, client_picks));
 
     let mut arms = Vec::new();
@@ -247,7 +272,14 @@ async fn run(args: &Args) -> Result<()> {
             rounds: Vec::new(),
             envoy_cpu: Duration::ZERO,
             collector_cpu: Duration::ZERO,
+            processor: None,
+            processor_cpu: Duration::ZERO,
         });
+    }
+    if !args.no_ext_proc {
+        // Before the baseline, which stays last.
+        let arm = ext_proc::arm(&config, &pods, dir.path(), &log_dir, filter_picks.clone()).await?;
+        arms.insert(arms.len() - 1, arm);
     }
 
     for arm in &arms {
@@ -273,10 +305,15 @@ async fn run(args: &Args) -> Result<()> {
         "bench-overhead: {} rounds x {} requests per arm and size, concurrency {}, 2 upstream pods, Envoy --concurrency 2",
         args.rounds, args.requests, args.concurrency
     );
-    println!("\n| body | setup | requests | median | p90 | p99 | mean | throughput | Envoy CPU / request | collector CPU / request |");
-    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    report::header();
     let mut summary = Vec::new();
+    let mut decision_times = Vec::new();
     for &size in &args.sizes {
+        let mut decision_before = Vec::new();
+        tokio::time::sleep(decision_time::FLUSH).await;
+        for arm in &arms {
+            decision_before.push(decision_time::read(&client, arm.envoy.admin).await?);
+        }
         let body = body_of_size(size);
         let unique = args.unique_prompts;
         // Numbered across rounds and arms, so no prompt is ever sent twice.
@@ -293,6 +330,7 @@ async fn run(args: &Args) -> Result<()> {
             arm.rounds.clear();
             arm.envoy_cpu = Duration::ZERO;
             arm.collector_cpu = Duration::ZERO;
+            arm.processor_cpu = Duration::ZERO;
             // Warm-up: connections, the filter's VMs, caches.
             load::round(
                 &client,
@@ -321,6 +359,10 @@ async fn run(args: &Args) -> Result<()> {
                 let arm = &mut arms[index];
                 let cpu_before = cpu::process_cpu(arm.envoy.pid())?;
                 let collector_before = cpu::process_cpu(collector.pid())?;
+                let processor_before = match &arm.processor {
+                    Some(p) => cpu::process_cpu(p.pid())?,
+                    None => Duration::ZERO,
+                };
                 let round = load::round(
                     &client,
                     &arm.url,
@@ -333,6 +375,10 @@ async fn run(args: &Args) -> Result<()> {
                 arm.envoy_cpu += cpu::process_cpu(arm.envoy.pid())?.saturating_sub(cpu_before);
                 arm.collector_cpu +=
                     cpu::process_cpu(collector.pid())?.saturating_sub(collector_before);
+                if let Some(p) = &arm.processor {
+                    arm.processor_cpu +=
+                        cpu::process_cpu(p.pid())?.saturating_sub(processor_before);
+                }
                 arm.rounds.push(round);
             }
         }
@@ -345,57 +391,41 @@ async fn run(args: &Args) -> Result<()> {
                 .collect();
             all.sort();
             let wall: Duration = arm.rounds.iter().map(|r| r.wall).sum();
-            let rps = all.len() as f64 / wall.as_secs_f64();
-            let (median, p90, p99) = (
-                quantile(&all, 0.5),
-                quantile(&all, 0.9),
-                quantile(&all, 0.99),
-            );
-            let mean = all.iter().sum::<Duration>() / all.len().max(1) as u32;
-            let cpu_us = arm.envoy_cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
-            let collector_us = arm.collector_cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
-            println!(
-                "| {} | {} | {} | {:.3} ms | {:.3} ms | {:.3} ms | {:.3} ms | {:.0} req/s | {:.1} µs | {:.1} µs |",
-                human_size(size),
-                arm.name,
-                all.len(),
-                ms(median),
-                ms(p90),
-                ms(p99),
-                ms(mean),
-                rps,
-                cpu_us,
-                collector_us
-            );
-            stats.push((arm.name.clone(), median, p99, rps, cpu_us));
+            let per_request = |cpu: Duration| cpu.as_secs_f64() * 1e6 / all.len().max(1) as f64;
+            let row = report::ArmStats {
+                name: arm.name.clone(),
+                requests: all.len(),
+                median: quantile(&all, 0.5),
+                p90: quantile(&all, 0.9),
+                p99: quantile(&all, 0.99),
+                mean: all.iter().sum::<Duration>() / all.len().max(1) as u32,
+                rps: all.len() as f64 / wall.as_secs_f64(),
+                envoy_us: per_request(arm.envoy_cpu),
+                processor_us: arm
+                    .processor
+                    .as_ref()
+                    .map(|_| per_request(arm.processor_cpu)),
+                collector_us: per_request(arm.collector_cpu),
+            };
+            row.print(size);
+            stats.push(row);
         }
         summary.push((size, stats));
-    }
-    println!(
-        "\nAgainst Envoy without a filter (the last arm). The CPU ratio is the throughput ratio Envoy itself would reach on cores of its own.\n"
-    );
-    println!(
-        "| body | setup | added median | added p99 | throughput ratio | added Envoy CPU / request | Envoy CPU ratio |"
-    );
-    println!("|---|---|---:|---:|---:|---:|---:|");
-    for (size, stats) in summary {
-        let Some(((_, base_median, base_p99, base_rps, base_cpu), arms)) = stats.split_last()
-        else {
-            continue;
-        };
-        for (name, median, p99, rps, cpu) in arms {
-            println!(
-                "| {} | {} | {:+.3} ms | {:+.3} ms | {:.2} | {:+.1} µs | {:.2} |",
-                human_size(size),
-                name,
-                ms(*median) - ms(*base_median),
-                ms(*p99) - ms(*base_p99),
-                rps / base_rps,
-                cpu - base_cpu,
-                base_cpu / cpu
-            );
+        tokio::time::sleep(decision_time::FLUSH).await;
+        for (arm, (sum, count)) in arms.iter().zip(decision_before) {
+            let (sum_after, count_after) = decision_time::read(&client, arm.envoy.admin).await?;
+            if count_after > count {
+                decision_times.push((
+                    size,
+                    arm.name.clone(),
+                    (sum_after - sum) / (count_after - count),
+                ));
+            }
         }
     }
+    report::against_baseline(&summary);
+    report::decision_times(&decision_times);
+    report::goals(&summary);
     drop(arms);
     Ok(())
 }
@@ -424,16 +454,4 @@ fn body_of_size(size: usize) -> Bytes {
         "x".repeat(pad)
     );
     Bytes::from(body)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn human_size(bytes: usize) -> String {
-    if bytes >= 1024 {
-        format!("{} KB", bytes / 1024)
-    } else {
-        format!("{bytes} B")
-    }
 }
