@@ -456,7 +456,6 @@ static_resources:
             ip = self.collector_grpc.ip(),
             port = self.collector_grpc.port(),
         );
-        self.limits.render_overload_manager(&mut y);
         if let Some(ext_proc) = self.ext_proc {
             let _ = write!(
                 y,
@@ -481,6 +480,7 @@ static_resources:
                 port = ext_proc.port(),
             );
         }
+        self.limits.render_overload_manager(&mut y);
         y
     }
 }
