@@ -196,6 +196,32 @@ pub struct EnvoyConfig {
     pub ext_proc: Option<SocketAddr>,
 }
 
+/// A STATIC plaintext HTTP/2 cluster of one gRPC server.
+fn render_grpc_cluster(y: &mut String, comment: &str, name: &str, addr: SocketAddr) {
+    let _ = write!(
+        y,
+        r#"  # {comment} (HTTP/2, plaintext).
+  - name: {name}
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: {name}
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{ address: {ip}, port_value: {port} }}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+    );
+}
+
 /// Name of the external processor's gRPC cluster (bench-overhead's ext_proc arm).
 pub const EXT_PROC_CLUSTER: &str = "llmgw_ext_proc";
 
@@ -434,51 +460,14 @@ static_resources:
                 DataPath::OriginalDst => self.render_original_dst_cluster(&mut y, &cluster),
             }
         }
-        let _ = write!(
-            y,
-            r#"  # The sidecar-collector's gRPC PoolState service (HTTP/2, plaintext).
-  - name: {COLLECTOR_CLUSTER}
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: {COLLECTOR_CLUSTER}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}
-"#,
-            ip = self.collector_grpc.ip(),
-            port = self.collector_grpc.port(),
+        render_grpc_cluster(
+            &mut y,
+            "The sidecar-collector's gRPC PoolState service",
+            COLLECTOR_CLUSTER,
+            self.collector_grpc,
         );
         if let Some(ext_proc) = self.ext_proc {
-            let _ = write!(
-                y,
-                r#"  # The external processor (HTTP/2 gRPC, plaintext).
-  - name: {EXT_PROC_CLUSTER}
-    type: STATIC
-    connect_timeout: 1s
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: {EXT_PROC_CLUSTER}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: {ip}, port_value: {port} }}
-"#,
-                ip = ext_proc.ip(),
-                port = ext_proc.port(),
-            );
+            render_grpc_cluster(&mut y, "The external processor", EXT_PROC_CLUSTER, ext_proc);
         }
         self.limits.render_overload_manager(&mut y);
         y
